@@ -1,1 +1,25 @@
-"""placeholder."""
+"""The MlflowAuthBinding API: the one model the operator and the webhook share.
+
+Names on the wire (camelCase) are the CRD's; Python attributes are snake_case.
+The CRD in ``crds/`` is the source of truth for validation at ``kubectl apply``;
+these models parse what the API server already accepted, and fail loudly on drift.
+"""
+from .binding import (  # noqa: F401
+    GROUP,
+    VERSION,
+    KIND,
+    PLURAL,
+    ANNOTATION_BINDING,
+    ANNOTATION_INJECTED,
+    ANNOTATION_SYNC,
+    LABEL_INJECT,
+    LABEL_BINDING,
+    LABEL_MANAGED_BY,
+    SECRET_TYPE,
+    SECRET_KEYS,
+    MlflowAuthBinding,
+    BindingSpec,
+    BindingStatus,
+    Condition,
+    secret_name_for,
+)
