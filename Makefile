@@ -1,0 +1,40 @@
+# mlflow-secrets-auth: every developer and CI entry point.
+# `make test` is the README's test command and what .ci/run calls.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: venv test test-unit test-e2e lint stack-up stack-down demo demo-down bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+## test: everything CI runs: lint, unit and end-to-end tests (installs what it needs, cached)
+test: venv
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest tests
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+test-e2e: venv
+	$(BIN)/python -m pytest tests/e2e
+
+lint: venv
+	$(BIN)/lint-imports
+
+## stack-up / stack-down: the local stack alone (control plane, secret managers, MLflow)
+stack-up: venv
+	$(BIN)/python -m dev.stack up
+
+stack-down: venv
+	$(BIN)/python -m dev.stack down
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
