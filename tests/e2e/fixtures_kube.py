@@ -1,1 +1,73 @@
-"""Fixtures (being built)."""
+"""Control-plane and OpenBao fixtures: a real kube-apiserver (or $KUBECONFIG's cluster) and a real bao.
+
+``kube`` (session): a ``dev.stack.kube.KubeAccess`` with ``kubeconfig``, ``server``, ``ca_cert``,
+``api_client()`` and ``kubectl(*args)``. A local etcd + kube-apiserver + kube-controller-manager
+by default; with ``MSA_USE_EXISTING_CLUSTER=true`` the cluster ``$KUBECONFIG`` points at (as
+envtest's ``USE_EXISTING_CLUSTER``).
+``namespace`` (function): a fresh namespace per test, deleted afterwards (not waited for).
+``openbao`` (session): ``bao server -dev`` with Kubernetes auth at ``kubernetes/`` against ``kube``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+
+import pytest
+
+from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
+from dev.stack.openbao import OpenBao
+
+__all__ = ["kube", "kube_api", "namespace", "openbao"]
+
+
+def _use_existing_cluster() -> bool:
+    return os.environ.get("MSA_USE_EXISTING_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory) -> KubeAccess:
+    if _use_existing_cluster():
+        yield ExistingKube(work_dir=tmp_path_factory.mktemp("existing-kube"))
+        return
+    cluster = LocalKube()
+    cluster.start(tmp_path_factory.mktemp("kube"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube):
+    """A ``kubernetes.client.ApiClient`` (admin) shared by the session."""
+    with kube.api_client() as api:
+        yield api
+
+
+@pytest.fixture
+def namespace(kube_api, request) -> str:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"mlflow-secrets-auth.io/test": "true"})))
+    yield name
+    try:  # the namespace controller finishes the deletion in the background
+        core.delete_namespace(name, propagation_policy="Background", _request_timeout=10)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture(scope="session")
+def openbao(kube, tmp_path_factory) -> OpenBao:
+    bao = OpenBao(kube=kube)
+    bao.start(tmp_path_factory.mktemp("openbao"))
+    try:
+        yield bao
+    finally:
+        bao.stop()

