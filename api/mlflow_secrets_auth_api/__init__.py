@@ -22,4 +22,8 @@ from .binding import (  # noqa: F401
     BindingStatus,
     Condition,
     secret_name_for,
+    parse_duration,
+    MANAGED_BY,
+    MAX_BINDING_NAME,
+    MIN_REFRESH_SECONDS,
 )

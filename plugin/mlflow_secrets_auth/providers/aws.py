@@ -1,0 +1,136 @@
+"""AWS Secrets Manager (SecretString or SecretBinary) with static keys or web identity (boto3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
+               SecretNotFound, SecretValue, require)
+
+
+@dataclass(frozen=True)
+class AwsStaticKeys:
+    access_key_id: str
+    secret_access_key: str
+    session_token: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return f"AwsStaticKeys(access_key_id={self.access_key_id!r}, secret_access_key=<redacted>)"
+
+
+@dataclass(frozen=True)
+class AwsWebIdentity:
+    """A web identity token (e.g. a Kubernetes ServiceAccount token) for STS AssumeRoleWithWebIdentity."""
+
+    role_arn: str
+    token: str
+    session_name: str = "mlflow-secrets-auth"
+
+    def __repr__(self) -> str:
+        return f"AwsWebIdentity(role_arn={self.role_arn!r}, token=<redacted>)"
+
+
+AwsCredentials = Union[AwsStaticKeys, AwsWebIdentity, None]
+
+_AUTH_CODES = {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+               "SignatureDoesNotMatch", "ExpiredTokenException", "ExpiredToken",
+               "InvalidIdentityToken", "IDPRejectedClaim", "IncompleteSignature"}
+_DENIED_CODES = {"AccessDeniedException", "AccessDenied"}
+_NOT_FOUND_CODES = {"ResourceNotFoundException"}
+
+
+def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
+          version_stage: Optional[str] = "AWSCURRENT", endpoint_url: Optional[str] = None,
+          ca_bundle: Optional[str] = None, timeout: float = 10.0) -> SecretValue:
+    """Read one secret version; ``credentials=None`` uses boto3's default chain.
+
+    ``endpoint_url`` overrides both Secrets Manager and STS (VPC endpoints, test servers).
+    """
+    boto3 = require("boto3", "aws")
+    botocore = require("botocore", "aws")
+    from botocore.config import Config
+
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2})
+    verify = ca_bundle if ca_bundle else None
+    try:
+        session = _session(boto3, region, credentials, endpoint_url, config, verify)
+        client = session.client("secretsmanager", region_name=region, endpoint_url=endpoint_url,
+                                config=config, verify=verify)
+        kwargs = {"SecretId": secret_id}
+        if version_stage:
+            kwargs["VersionStage"] = version_stage
+        resp = client.get_secret_value(**kwargs)
+    except ProviderError:
+        raise
+    except botocore.exceptions.ClientError as exc:
+        raise _client_error(exc, f"secret {secret_id!r} in {region}") from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
+        raise ProviderUnavailable(f"AWS Secrets Manager is unreachable ({type(exc).__name__})") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise AuthenticationFailed("no AWS credentials found for the operator's own identity") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ProviderUnavailable(f"AWS call failed ({type(exc).__name__})") from None
+    if resp.get("SecretString") is not None:
+        content = resp["SecretString"]
+    elif resp.get("SecretBinary") is not None:
+        content = bytes(resp["SecretBinary"])
+    else:
+        raise SecretNotFound(f"secret {secret_id!r} has no value at stage {version_stage}")
+    return SecretValue(content=content, version=resp.get("VersionId"))
+
+
+def _session(boto3, region, credentials, endpoint_url, config, verify):
+    if credentials is None:
+        return boto3.session.Session(region_name=region)
+    if isinstance(credentials, AwsStaticKeys):
+        return boto3.session.Session(aws_access_key_id=credentials.access_key_id,
+                                     aws_secret_access_key=credentials.secret_access_key,
+                                     aws_session_token=credentials.session_token,
+                                     region_name=region)
+    if isinstance(credentials, AwsWebIdentity):
+        botocore = require("botocore", "aws")
+        sts = boto3.session.Session(region_name=region).client(
+            "sts", region_name=region, endpoint_url=endpoint_url, config=config, verify=verify)
+        try:
+            # AssumeRoleWithWebIdentity is an unsigned call: no ambient credentials are used.
+            from botocore import UNSIGNED
+            from botocore.config import Config
+            sts = boto3.session.Session(region_name=region).client(
+                "sts", region_name=region, endpoint_url=endpoint_url, verify=verify,
+                config=config.merge(Config(signature_version=UNSIGNED)))
+            resp = sts.assume_role_with_web_identity(
+                RoleArn=credentials.role_arn, RoleSessionName=credentials.session_name,
+                WebIdentityToken=credentials.token)
+        except botocore.exceptions.ClientError as exc:
+            err = _client_error(exc, f"role {credentials.role_arn}")
+            if isinstance(err, (PermissionDenied, SecretNotFound)):
+                err = AuthenticationFailed(f"STS refused AssumeRoleWithWebIdentity for "
+                                           f"{credentials.role_arn}: {_code(exc)}; check the role's "
+                                           f"trust policy for this ServiceAccount")
+            raise err from None
+        creds = resp["Credentials"]
+        return boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                     aws_secret_access_key=creds["SecretAccessKey"],
+                                     aws_session_token=creds["SessionToken"], region_name=region)
+    raise TypeError(f"unsupported AWS credentials {type(credentials).__name__}")
+
+
+def _code(exc) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def _client_error(exc, what: str) -> ProviderError:
+    code = _code(exc)
+    if code in _NOT_FOUND_CODES:
+        return SecretNotFound(f"{what} does not exist; check spec.provider.awsSecretsManager."
+                              f"secretId and region")
+    if code in _DENIED_CODES:
+        return PermissionDenied(f"this identity may not read {what} ({code}); grant "
+                                f"secretsmanager:GetSecretValue to it")
+    if code in _AUTH_CODES:
+        return AuthenticationFailed(f"AWS rejected the credentials reading {what} ({code})")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if status in (400, 403) and "Decrypt" in code:
+        return PermissionDenied(f"may not decrypt {what} ({code})")
+    return ProviderUnavailable(f"AWS answered {code} for {what}")

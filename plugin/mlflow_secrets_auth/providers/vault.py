@@ -1,0 +1,135 @@
+"""HashiCorp Vault / OpenBao KV (v1 and v2) with token, Kubernetes or AppRole login (hvac)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
+               SecretNotFound, SecretValue, require)
+
+
+@dataclass(frozen=True)
+class VaultToken:
+    token: str
+
+    def __repr__(self) -> str:
+        return "VaultToken(token=<redacted>)"
+
+
+@dataclass(frozen=True)
+class VaultKubernetes:
+    role: str
+    jwt: str
+    mount_path: str = "kubernetes"
+
+    def __repr__(self) -> str:
+        return f"VaultKubernetes(role={self.role!r}, jwt=<redacted>, mount_path={self.mount_path!r})"
+
+
+@dataclass(frozen=True)
+class VaultAppRole:
+    role_id: str
+    secret_id: str
+    mount_path: str = "approle"
+
+    def __repr__(self) -> str:
+        return f"VaultAppRole(role_id={self.role_id!r}, secret_id=<redacted>, mount_path={self.mount_path!r})"
+
+
+VaultAuth = Union[VaultToken, VaultKubernetes, VaultAppRole]
+
+
+def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
+          kv_version: str = "auto", namespace: Optional[str] = None,
+          ca_bundle: Optional[str] = None, timeout: float = 10.0) -> SecretValue:
+    """Read ``mount``/``path`` from Vault's KV engine; the content is the secret's JSON object.
+
+    ``kv_version`` is ``"1"``, ``"2"`` or ``"auto"`` (ask Vault which version the mount is).
+    ``ca_bundle`` is a path to a PEM file (default: system CAs).
+    """
+    hvac = require("hvac", "vault")
+    requests = require("requests", "vault")
+    client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
+                         verify=ca_bundle if ca_bundle else True)
+    mount = mount.strip("/")
+    path = path.strip("/")
+    try:
+        _login(client, auth, hvac)
+        version = kv_version if kv_version in ("1", "2") else _detect_version(client, mount, hvac)
+        return _read(client, mount, path, version, hvac)
+    except ProviderError:
+        raise
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise ProviderUnavailable(f"Vault at {address} is unreachable ({type(exc).__name__})") from None
+    except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
+            hvac.exceptions.BadGateway) as exc:
+        raise ProviderUnavailable(f"Vault at {address} is unavailable: {_errors(exc)}") from None
+    except hvac.exceptions.VaultError as exc:
+        raise ProviderUnavailable(f"Vault at {address} answered an error: {_errors(exc)}") from None
+
+
+def _login(client, auth: VaultAuth, hvac) -> None:
+    try:
+        if isinstance(auth, VaultToken):
+            client.token = auth.token
+            return
+        if isinstance(auth, VaultKubernetes):
+            client.auth.kubernetes.login(role=auth.role, jwt=auth.jwt, mount_point=auth.mount_path)
+            return
+        if isinstance(auth, VaultAppRole):
+            client.auth.approle.login(role_id=auth.role_id, secret_id=auth.secret_id,
+                                      mount_point=auth.mount_path)
+            return
+    except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized,
+            hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as exc:
+        method = "kubernetes" if isinstance(auth, VaultKubernetes) else "approle"
+        raise AuthenticationFailed(
+            f"Vault {method} login at auth/{auth.mount_path} failed: {_errors(exc)}; check the "
+            f"role and that it trusts this identity") from None
+    raise TypeError(f"unsupported Vault auth {type(auth).__name__}")
+
+
+def _detect_version(client, mount: str, hvac) -> str:
+    try:
+        resp = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
+    except hvac.exceptions.Forbidden:
+        return "2"  # the token may not describe mounts: assume the default engine version
+    except hvac.exceptions.InvalidPath:
+        raise SecretNotFound(f"Vault has no secrets engine mounted at {mount}/; check "
+                             f"spec.provider.vault.mount") from None
+    data = (resp or {}).get("data") or {}
+    options = data.get("options") or {}
+    return "2" if str(options.get("version", "1")) == "2" else "1"
+
+
+def _read(client, mount: str, path: str, version: str, hvac) -> SecretValue:
+    where = f"{mount}/{path} (KV v{version})"
+    try:
+        if version == "2":
+            resp = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True)
+            data = resp["data"]["data"]
+            meta = resp["data"].get("metadata") or {}
+            ver = str(meta["version"]) if meta.get("version") is not None else None
+        else:
+            resp = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)
+            data, ver = resp["data"], None
+    except hvac.exceptions.InvalidPath:
+        raise SecretNotFound(f"no secret at {where}; check spec.provider.vault.mount, path and "
+                             f"kvVersion") from None
+    except hvac.exceptions.Forbidden as exc:
+        raise PermissionDenied(f"this identity may not read {where}: {_errors(exc)}; grant read "
+                               f"on the path to the namespace's Vault role") from None
+    except hvac.exceptions.Unauthorized as exc:
+        raise AuthenticationFailed(f"Vault refused the token reading {where}: {_errors(exc)}") from None
+    if data is None:
+        raise SecretNotFound(f"the secret at {where} is deleted") from None
+    return SecretValue(content=json.dumps(data, sort_keys=True), version=ver)
+
+
+def _errors(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        return "; ".join(str(e) for e in errors)[:300]
+    return type(exc).__name__
