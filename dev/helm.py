@@ -1,0 +1,79 @@
+"""Install a pinned helm, built from the Go module proxy, into the project's cache.
+
+    python -m dev.helm            # build once (a few minutes on 2 cores), print the binary's path
+
+``go install helm.sh/helm/v3/cmd/helm@vX`` needs no replace directives, so a plain
+``go install`` with ``GOBIN`` pointing into the cache is enough. The binary is named by version
+(``helm-v3.22.0``), so a new pin builds next to the old one and a half-finished build is never
+mistaken for a finished one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from dev.stack._proc import StackError, cache_dir
+
+HELM_VERSION = "v3.22.0"
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+
+
+def helm_path(version: str = HELM_VERSION) -> Path:
+    """Where the cached binary for ``version`` lives (it may not exist yet)."""
+    return cache_dir("bin") / f"helm-{version}"
+
+
+def go_env() -> dict:
+    """The Go environment shared with the other builds of the stack (one module/build cache)."""
+    env = dict(os.environ)
+    env.update(
+        GOMODCACHE=str(cache_dir("go", "mod")),
+        GOCACHE=str(cache_dir("go", "build")),
+        GOFLAGS="-modcacherw",
+        GOTOOLCHAIN="local",
+        CGO_ENABLED="0",
+    )
+    return env
+
+
+def ensure_helm(version: str = HELM_VERSION, timeout: float = 1800) -> Path:
+    """Return the path of a working helm ``version``, building it first if it is not cached."""
+    target = helm_path(version)
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    go = shutil.which("go")
+    if not go:
+        raise StackError("`go` is not on PATH: install Go >= 1.24 (https://go.dev/dl/) so helm "
+                         f"can be built with `go install {HELM_MODULE}@{version}`")
+    with tempfile.TemporaryDirectory(prefix="helm-build-", dir=target.parent) as gobin:
+        env = go_env()
+        env["GOBIN"] = gobin
+        cmd = [go, "install", "-trimpath", "-ldflags=-s -w", f"{HELM_MODULE}@{version}"]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"building helm {version} took over {timeout:.0f}s; run "
+                             f"`python -m dev.helm` alone and retry") from exc
+        if proc.returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n"
+                             f"{proc.stderr[-3000:]}")
+        built = Path(gobin) / "helm"
+        os.replace(built, target)  # atomic: the cache holds either nothing or a whole binary
+    return target
+
+
+def main(argv: list[str]) -> int:
+    try:
+        print(ensure_helm())
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
