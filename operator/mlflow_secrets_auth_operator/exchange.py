@@ -484,3 +484,60 @@ class TokenClient:
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 240 else text[:237] + "..."
+
+
+# --- what the reconciler calls ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Minted:
+    """A fresh token as the reconciler needs it: the Secret's fields and the schedule."""
+
+    token: AccessToken = field(repr=False)
+    fields: dict = field(repr=False)          # the pod contract's bearer keys (+ expires-at)
+    expires_at: Optional[datetime]
+    refresh_at: Optional[datetime]            # None: expiry unknown, use spec.refresh.interval
+
+
+def mint_credential(fetched: Mapping[str, object], cfg: OAuth2ClientCredentials,
+                    client: TokenClient, *, where: str = "the secret",
+                    rng: Random = random.random) -> Minted:
+    """Client id and secret from ``fetched`` (the secret manager's fields) -> a minted bearer
+    credential with its refresh time. Raises :class:`ExchangeError` (``.reason``, ``.transient``)."""
+    creds = client_credentials_from(fetched, cfg, where)
+    token = client.mint(creds, cfg)
+    return Minted(token, token.credential_fields(), token.expires_at,
+                  refresh_time(token.issued_at, token.expires_at, rng=rng))
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    """What a failed refresh means for the binding (pure, see :func:`decide_after_failure`)."""
+
+    ready: bool
+    reason: str
+    message: str
+    retry_at: datetime
+    keep_current: bool   # leave the Secret's current token in place
+
+
+def decide_after_failure(err: ExchangeError, now: datetime, current_expires_at: Optional[datetime],
+                         attempt: int, *, rng: Random = random.random) -> FailureDecision:
+    """A failed exchange keeps the current token until it expires.
+
+    A transient failure (issuer down, 5xx, garbled answer) leaves the binding Ready while the
+    current token is still valid (reason ``TokenRefreshRetrying``) and retries with backoff that
+    fits before the expiry; once the token has expired the binding is not Ready with the error's
+    reason. A failure that needs a person (client disabled or its secret changed, scope refused,
+    bad config) makes the binding not Ready at once, so the problem shows while pods still work;
+    the current token stays in the Secret until it expires either way.
+    """
+    retry_at = retry_time(now, current_expires_at, attempt, rng=rng)
+    valid = current_expires_at is not None and current_expires_at > now
+    until = f"; the current token stays in use until it expires at " \
+            f"{rfc3339(current_expires_at)}" if valid and current_expires_at else ""
+    expired = f"; the last token expired at {rfc3339(current_expires_at)}" \
+        if current_expires_at is not None and not valid else ""
+    if err.transient and valid:
+        return FailureDecision(True, "TokenRefreshRetrying",
+                               f"refreshing the access token failed ({err.reason}: {err.message})"
+                               f"{until}; next attempt at {rfc3339(retry_at)}", retry_at, True)
+    return FailureDecision(False, err.reason, f"{err.message}{until}{expired}", retry_at, valid)

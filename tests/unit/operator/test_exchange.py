@@ -406,3 +406,39 @@ def test_retries_back_off_but_fit_before_the_current_token_expires():
     long = ex.retry_time(NOW, None, 20, rng=lambda: 0.999)
     assert long - NOW <= timedelta(minutes=5)
     assert ex.retry_time(NOW, NOW - timedelta(seconds=1), 1, rng=lambda: 0.0) - NOW >= timedelta(seconds=1)
+
+
+# --- what the reconciler gets -------------------------------------------------------------------
+def test_mint_credential_reads_the_client_from_the_fetched_secret_and_schedules_the_refresh(server, client):
+    server.token(body={"access_token": TOKEN, "token_type": "Bearer", "expires_in": 90})
+    minted = ex.mint_credential({"client_id": "mlflow-ci", "client_secret": SECRET},
+                                cfg(token_url=server.url + "/token"), client, rng=lambda: 0.5)
+    assert minted.expires_at == NOW + timedelta(seconds=90)
+    assert minted.refresh_at == NOW + timedelta(seconds=60)
+    assert minted.fields["token"] == TOKEN
+    assert TOKEN not in repr(minted) and SECRET not in repr(minted)
+
+
+def test_an_outage_keeps_the_binding_ready_while_the_current_token_is_valid():
+    err = ex.ProviderUnavailable("token request to http://kc/token failed: refused")
+    decision = ex.decide_after_failure(err, NOW, NOW + timedelta(seconds=40), 1, rng=lambda: 0.5)
+    assert decision.ready and decision.keep_current
+    assert decision.reason == "TokenRefreshRetrying"
+    assert "2025-01-01T12:00:40Z" in decision.message and "refused" in decision.message
+    assert NOW < decision.retry_at <= NOW + timedelta(seconds=10)
+
+
+def test_an_outage_past_the_token_expiry_makes_the_binding_not_ready():
+    err = ex.ProviderUnavailable("token request to http://kc/token failed: refused")
+    decision = ex.decide_after_failure(err, NOW, NOW - timedelta(seconds=1), 3, rng=lambda: 0.5)
+    assert not decision.ready and not decision.keep_current
+    assert decision.reason == "ProviderUnavailable"
+    assert "expired at 2025-01-01T11:59:59Z" in decision.message
+
+
+def test_a_revoked_client_makes_the_binding_not_ready_at_once_but_keeps_the_valid_token():
+    err = ex.classify_error(401, {"error": "invalid_client"}, CREDS)
+    decision = ex.decide_after_failure(err, NOW, NOW + timedelta(seconds=40), 1)
+    assert not decision.ready and decision.keep_current
+    assert decision.reason == "AuthenticationFailed"
+    assert "mlflow-ci" in decision.message and "until it expires" in decision.message
