@@ -1,0 +1,260 @@
+"""The ``requests`` auth object MLflow attaches to every tracking request.
+
+Imported only when MLflow first asks for the auth (``requests`` is loaded by then). Per request
+it does what a header assignment costs: a clock read, a dict lookup keyed by the URL's
+``scheme://netloc``, the header assignment and a hook append. The source is polled at most every
+``check_interval`` seconds; the allowlist is re-read from the environment at the same moments
+(and before refusing a host), so ``mlflow.set_tracking_uri`` is honoured without a restart.
+
+Safety rules, each with its own code path:
+
+- the credential goes only to an allowed ``host:port`` (fail closed, one WARNING per refused
+  host naming ``MLFLOW_SECRETS_ALLOWED_HOSTS``, never the value);
+- a redirect to a host outside the allowlist loses our header before ``requests`` follows it
+  (``requests`` strips ``Authorization`` across hosts, but not a custom header);
+- on 401/403 the source is re-read once and, if it holds a different credential, the request is
+  re-sent through the same adapter with the original ``verify``/``cert``/``timeout``/``proxies``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, Dict, Optional, Set
+
+from requests.auth import AuthBase
+
+from .allowlist import ALLOWED_HOSTS_ENV, TRACKING_URI_ENV, Allowlist, host_port_of
+from .credentials import Credential, CredentialError
+from .sources import UNCHANGED
+
+logger = logging.getLogger("mlflow_secrets_auth")
+
+_REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
+_RETRY_CODES = frozenset((401, 403))
+_CACHE_LIMIT = 256
+
+
+def _env_allowlist_values(environ=os.environ):
+    return environ.get(ALLOWED_HOSTS_ENV), environ.get(TRACKING_URI_ENV)
+
+
+class SecretsAuth(AuthBase):
+    """Sets the credential's header on requests to allowed hosts; see the module docstring."""
+
+    def __init__(
+        self,
+        source,
+        *,
+        allowlist_values: Callable[[], tuple] = _env_allowlist_values,
+        check_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self._allowlist_values = allowlist_values
+        self._interval = check_interval
+        self._clock = clock
+        self._wall = wall_clock
+        self._next_check = float("-inf")
+        self._lock = threading.Lock()
+        self._cred: Optional[Credential] = None
+        # (name, value) read by __call__ in one attribute load, so a concurrent swap is atomic
+        self._header: Optional[tuple] = None
+        self._allowed: Dict[str, bool] = {}  # "scheme://netloc" -> True (allowed only)
+        self._warned_hosts: Set[str] = set()
+        self._warned_errors: Set[str] = set()
+        self._expiry_warned_for: Optional[float] = None
+        self._allow_key = None
+        self._allowlist = Allowlist([], TRACKING_URI_ENV)
+        self._hook = self._on_response
+        self._sync_allowlist()
+
+    # ---- hot path -------------------------------------------------------------------------
+    def __call__(self, r):
+        if self._clock() >= self._next_check:
+            self._refresh(False)
+        url = r.url
+        i = url.find("/", 8)
+        prefix = url if i < 0 else url[:i]
+        if prefix not in self._allowed and not self._admit(prefix):
+            return r
+        header = self._header
+        if header is not None:
+            r.headers[header[0]] = header[1]
+            r.hooks["response"].append(self._hook)
+        return r
+
+    # ---- credential -----------------------------------------------------------------------
+    def _refresh(self, force: bool) -> bool:
+        """Poll the source; True when the credential changed. Never raises."""
+        if not self._lock.acquire(blocking=force):
+            return False  # another thread is polling; keep using the current credential
+        try:
+            self._next_check = self._clock() + self._interval
+            self._sync_allowlist()
+            try:
+                result = self._source.poll(force)
+            except CredentialError as exc:
+                self._warn_error(str(exc))
+                return False
+            except Exception as exc:  # a provider outage: keep the last good credential
+                self._warn_error(
+                    "could not read the credential from %s (%s); keeping the last good one"
+                    % (self._source.describe(), exc.__class__.__name__)
+                )
+                return False
+            changed = False
+            if result is not UNCHANGED:
+                self._warned_errors.clear()
+                changed = not result.same_header(self._cred)
+                self._cred = result
+                self._header = (result.header_name, result.header_value)
+                if changed:
+                    logger.debug("credential loaded from %s", self._source.describe())
+            self._check_expiry()
+            return changed
+        finally:
+            self._lock.release()
+
+    def _warn_error(self, message: str) -> None:
+        if message not in self._warned_errors:
+            self._warned_errors.add(message)
+            logger.warning("mlflow_secrets_auth: %s", message)
+
+    def _check_expiry(self) -> None:
+        cred = self._cred
+        if cred is None or cred.expires_at is None:
+            return
+        if self._wall() >= cred.expires_at and self._expiry_warned_for != cred.expires_at:
+            self._expiry_warned_for = cred.expires_at
+            logger.warning(
+                "mlflow_secrets_auth: the credential from %s expired at %s and has not been "
+                "rotated; requests will likely be refused. Check the MlflowAuthBinding's status "
+                "(kubectl get mab) or the secret manager",
+                self._source.describe(),
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expires_at)),
+            )
+
+    # ---- allowlist ------------------------------------------------------------------------
+    def _sync_allowlist(self) -> bool:
+        key = self._allowlist_values()
+        if key == self._allow_key:
+            return False
+        self._allow_key = key
+        self._allowlist = Allowlist.from_values(*key)
+        self._allowed = {}
+        self._warned_hosts = set()
+        return True
+
+    def allows_url(self, url: str) -> bool:
+        host, port = host_port_of(url)
+        return bool(host) and port > 0 and self._allowlist.allows(host, port)
+
+    def _admit(self, prefix: str) -> bool:
+        """Slow path for a ``scheme://netloc`` not yet known to be allowed."""
+        self._sync_allowlist()
+        if self.allows_url(prefix):
+            if len(self._allowed) >= _CACHE_LIMIT:
+                self._allowed = {}
+            self._allowed[prefix] = True
+            return True
+        host, port = host_port_of(prefix)
+        label = "%s:%s" % (host or "?", port)
+        if label not in self._warned_hosts:
+            self._warned_hosts.add(label)
+            logger.warning(
+                "mlflow_secrets_auth: not sending the credential to %s: host not allowed (%s). "
+                "To allow it, add it to %s",
+                label,
+                self._allowlist.describe(),
+                ALLOWED_HOSTS_ENV,
+            )
+        return False
+
+    # ---- responses ------------------------------------------------------------------------
+    def _on_response(self, r, **kwargs):
+        code = r.status_code
+        if code in _REDIRECT_CODES:
+            self._guard_redirect(r)
+        elif code in _RETRY_CODES:
+            return self._retry_after_refusal(r, kwargs)
+        return r
+
+    def _guard_redirect(self, r) -> None:
+        """Drop our header from the request ``requests`` is about to copy for the redirect."""
+        location = r.headers.get("location")
+        if not location:
+            return
+        from urllib.parse import urljoin
+
+        try:
+            location = location.encode("latin1").decode("utf8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            pass
+        target = urljoin(r.url, location)
+        if self.allows_url(target):
+            return
+        header = self._header
+        if header is not None and header[0] in r.request.headers:
+            del r.request.headers[header[0]]  # fail closed: whatever its value, it is ours
+        host, port = host_port_of(target)
+        label = "%s:%s" % (host or "?", port)
+        if label not in self._warned_hosts:
+            self._warned_hosts.add(label)
+            logger.warning(
+                "mlflow_secrets_auth: following a redirect to %s without the credential: host not "
+                "allowed (%s). To allow it, add it to %s",
+                label,
+                self._allowlist.describe(),
+                ALLOWED_HOSTS_ENV,
+            )
+
+    def _retry_after_refusal(self, r, send_kwargs):
+        req = r.request
+        sent = self._header
+        if sent is None or req.headers.get(sent[0]) != sent[1]:
+            return r  # we did not set the current credential on this request
+        if getattr(req, "_mlflow_secrets_auth_retried", False):
+            return r
+        body = req.body
+        if body is not None and not isinstance(body, (bytes, str)):
+            return r  # a stream cannot be replayed
+        self._refresh(True)
+        new = self._header
+        if new is None or new == sent:
+            logger.debug("HTTP %s and the credential did not change; not re-sending", r.status_code)
+            return r
+        # Release the connection so the re-send can reuse it (as requests' HTTPDigestAuth does).
+        r.content  # noqa: B018
+        r.close()
+        prep = req.copy()
+        prep._mlflow_secrets_auth_retried = True
+        if new[0] != sent[0] and sent[0] in prep.headers:
+            del prep.headers[sent[0]]
+        prep.headers[new[0]] = new[1]
+        try:
+            from requests.cookies import extract_cookies_to_jar
+
+            extract_cookies_to_jar(prep._cookies, req, r.raw)
+            prep.prepare_cookies(prep._cookies)
+        except Exception:  # cookies are a nicety here, never a reason to fail
+            pass
+        logger.info(
+            "mlflow_secrets_auth: HTTP %s with a credential that has since rotated; re-sent once",
+            r.status_code,
+        )
+        new_r = r.connection.send(prep, **send_kwargs)
+        new_r.history.append(r)
+        new_r.request = prep
+        return new_r
+
+    # ---- introspection (CLI, tests) -------------------------------------------------------
+    def current(self) -> Optional[Credential]:
+        return self._cred
+
+    @property
+    def allowlist(self) -> Allowlist:
+        self._sync_allowlist()
+        return self._allowlist
