@@ -256,6 +256,10 @@ def parse_token_response(status: int, body: bytes, issued_at: datetime,
     token = doc.get("access_token")
     if not isinstance(token, str) or not token.strip():
         raise InvalidTokenResponse(f"{endpoint} answered HTTP 200 without an access_token")
+    token = token.strip()
+    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise InvalidTokenResponse(f"{endpoint} issued an access_token with spaces, line breaks "
+                                   f"or non-ASCII characters; it cannot go in an HTTP header")
     token_type = doc.get("token_type", "")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         shown = redact(str(token_type)[:40], token, *secrets)
@@ -278,7 +282,7 @@ def parse_token_response(status: int, body: bytes, issued_at: datetime,
                                        f"({rfc3339(expires_at)}) is already past; check the "
                                        f"clocks of the issuer and the operator")
     scope = doc.get("scope") if isinstance(doc.get("scope"), str) else None
-    return AccessToken(token.strip(), "Bearer", issued_at, expires_at, scope)
+    return AccessToken(token, "Bearer", issued_at, expires_at, scope)
 
 
 def classify_error(status: int, doc: object, creds: Optional[ClientCredentials] = None,

@@ -267,6 +267,7 @@ def test_a_slow_token_endpoint_times_out_as_provider_unavailable(server):
     ({"access_token": TOKEN, "token_type": "mac", "expires_in": 60}, "not Bearer"),
     ({"access_token": TOKEN, "token_type": "Bearer", "expires_in": "soon"}, "non-numeric"),
     ({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 0}, "positive"),
+    ({"access_token": "abc\r\nX-Evil: 1", "token_type": "Bearer"}, "line breaks"),
 ])
 def test_a_malformed_answer_is_invalid_token_response(server, client, body, match):
     server.token(200, body)
