@@ -1,0 +1,94 @@
+"""Smoke tests that show each local service is the real thing and answers as clients expect."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- AWS (moto) ------------------------------------------------------------------------------
+
+def test_a_secret_round_trips_through_boto3_secrets_manager(moto):
+    sm = moto.client("secretsmanager")
+    name = _unique("mlflow/auth")
+    value = json.dumps({"username": "alice", "password": "pw-" + uuid.uuid4().hex})
+    sm.create_secret(Name=name, SecretString=value)
+
+    assert sm.get_secret_value(SecretId=name)["SecretString"] == value
+
+
+def test_a_web_identity_role_assumption_yields_credentials_that_read_the_secret(moto):
+    import jwt
+
+    sm = moto.client("secretsmanager")
+    name = _unique("team-a/mlflow")
+    arn = sm.create_secret(Name=name, SecretString="token-" + uuid.uuid4().hex)["ARN"]
+    role_arn = moto.create_web_identity_role(_unique("mlflow-reader"), secret_arns=[arn])
+    now = int(time.time())
+    web_token = jwt.encode({"iss": "https://kubernetes.local", "sub": "system:serviceaccount:team-a:trainer",
+                            "aud": "sts.amazonaws.com", "iat": now, "exp": now + 600},
+                           "moto-does-not-check-this-signature-key", algorithm="HS256")
+
+    sts = moto.client("sts")
+    assumed = sts.assume_role_with_web_identity(RoleArn=role_arn, RoleSessionName="trainer",
+                                                WebIdentityToken=web_token)
+    creds = assumed["Credentials"]
+    scoped = moto.client("secretsmanager", aws_access_key_id=creds["AccessKeyId"],
+                         aws_secret_access_key=creds["SecretAccessKey"],
+                         aws_session_token=creds["SessionToken"])
+
+    assert assumed["AssumedRoleUser"]["Arn"].endswith("/trainer")
+    assert creds["AccessKeyId"] != moto.access_key_id
+    assert scoped.get_secret_value(SecretId=arn)["SecretString"].startswith("token-")
+
+
+# -- MLflow with basic auth ------------------------------------------------------------------
+
+def test_mlflow_basic_auth_refuses_anonymous_calls_and_accepts_the_admin(mlflow_basic):
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+    assert mlflow_basic.get(path, auth=None)[0] == 401
+    assert mlflow_basic.get(path)[0] == 200
+
+
+def test_a_created_user_logs_in_until_its_password_is_changed(mlflow_basic):
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+    user, old, new = _unique("alice"), "old-" + uuid.uuid4().hex, "new-" + uuid.uuid4().hex
+    mlflow_basic.create_user(user, old)
+    assert mlflow_basic.get(path, auth=(user, old))[0] == 200
+
+    mlflow_basic.update_password(user, new)
+
+    assert mlflow_basic.get(path, auth=(user, old))[0] == 401
+    assert mlflow_basic.get(path, auth=(user, new))[0] == 200
+
+
+def test_the_real_mlflow_client_logs_a_run_with_basic_credentials(mlflow_basic, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_basic.admin_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_basic.admin_password)
+    client = MlflowClient(tracking_uri=mlflow_basic.url)
+    experiment_id = client.create_experiment(_unique("smoke"))
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "loss", 0.5)
+
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+
+
+def test_the_mlflow_client_without_credentials_is_refused(mlflow_basic, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                "MLFLOW_TRACKING_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+
+    with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
+        MlflowClient(tracking_uri=mlflow_basic.url).search_experiments(max_results=1)
