@@ -4,7 +4,7 @@
 
 ``go install helm.sh/helm/v3/cmd/helm@vX`` needs no replace directives, so a plain
 ``go install`` with ``GOBIN`` pointing into the cache is enough. The binary is named by version
-(``helm-v3.22.0``), so a new pin builds next to the old one and a half-finished build is never
+(``helm-v3.22.0-k1.37``), so a new pin builds next to the old one and a half-finished build is never
 mistaken for a finished one.
 """
 from __future__ import annotations
@@ -20,11 +20,25 @@ from dev.stack._proc import StackError, cache_dir
 
 HELM_VERSION = "v3.22.0"
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+# The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`): helm's own
+# Makefile derives it from its k8s.io/client-go (v0.37 for v3.22 -> 1.37) and sets it with -X;
+# a bare `go install` would leave the 1.20 fallback, which fails any chart with a kubeVersion.
+HELM_KUBE_VERSION = ("1", "37")
+
+
+def _ldflags(version: str) -> str:
+    major, minor = HELM_KUBE_VERSION
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("pkg/lint/rules", "pkg/chartutil"):
+        flags += [f"-X helm.sh/helm/v3/{pkg}.k8sVersionMajor={major}",
+                  f"-X helm.sh/helm/v3/{pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
 
 
 def helm_path(version: str = HELM_VERSION) -> Path:
     """Where the cached binary for ``version`` lives (it may not exist yet)."""
-    return cache_dir("bin") / f"helm-{version}"
+    major, minor = HELM_KUBE_VERSION
+    return cache_dir("bin") / f"helm-{version}-k{major}.{minor}"
 
 
 def go_env() -> dict:
@@ -52,7 +66,7 @@ def ensure_helm(version: str = HELM_VERSION, timeout: float = 1800) -> Path:
     with tempfile.TemporaryDirectory(prefix="helm-build-", dir=target.parent) as gobin:
         env = go_env()
         env["GOBIN"] = gobin
-        cmd = [go, "install", "-trimpath", "-ldflags=-s -w", f"{HELM_MODULE}@{version}"]
+        cmd = [go, "install", "-trimpath", f"-ldflags={_ldflags(version)}", f"{HELM_MODULE}@{version}"]
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:

@@ -1,0 +1,79 @@
+"""Render the chart with the project's pinned helm (built once into the cache by dev/helm.py)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+import yaml
+
+from dev.helm import ensure_helm
+
+CHART = Path(__file__).resolve().parents[3] / "charts" / "mlflow-secrets-auth"
+RELEASE = "msa"
+NAMESPACE = "msa-system"
+
+
+class Rendered(list):
+    """The documents of one `helm template`, with finders by kind and name."""
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [d for d in self if d.get("kind") == kind]
+
+    def one(self, kind: str, name: str | None = None) -> dict:
+        found = [d for d in self.of_kind(kind) if name is None or d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+        return found[0]
+
+    def workloads(self) -> list[dict]:
+        return self.of_kind("Deployment")
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    return str(ensure_helm())
+
+
+def _run(helm: str, args: Iterable[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def helm(helm_bin):
+    """helm(args...) -> CompletedProcess (never raises on a non-zero exit)."""
+    return lambda *args: _run(helm_bin, args)
+
+
+def _values_args(tmp: Path, values: dict[str, Any] | None) -> list[str]:
+    if not values:
+        return []
+    path = tmp / f"values-{abs(hash(repr(values)))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["-f", str(path)]
+
+
+@pytest.fixture
+def render(helm_bin, tmp_path):
+    """render(values=None, namespace=...) -> Rendered; fails the test on a helm error."""
+
+    def _render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> Rendered:
+        proc = _run(helm_bin, ["template", RELEASE, str(CHART), "--namespace", namespace,
+                               *_values_args(tmp_path, values)])
+        assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+        return Rendered(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+    return _render
+
+
+@pytest.fixture
+def render_error(helm_bin, tmp_path):
+    """render_error(values) -> helm's error text; fails the test if the chart renders."""
+
+    def _render_error(values: dict[str, Any]) -> str:
+        proc = _run(helm_bin, ["template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                               *_values_args(tmp_path, values)])
+        assert proc.returncode != 0, f"helm template accepted {values!r}"
+        return proc.stderr
+
+    return _render_error

@@ -1,0 +1,67 @@
+"""RBAC is least privilege: the webhook reads bindings only; the operator gets what it uses."""
+RELEASE_PREFIX = "msa-mlflow-secrets-auth"
+
+
+def _rules_of(rendered, subject_sa):
+    """Every rule granted to a ServiceAccount, through (Cluster)RoleBindings in the render."""
+    roles = {r["metadata"]["name"]: r for r in rendered.of_kind("ClusterRole") + rendered.of_kind("Role")}
+    rules = []
+    for binding in rendered.of_kind("ClusterRoleBinding") + rendered.of_kind("RoleBinding"):
+        if any(s["kind"] == "ServiceAccount" and s["name"] == subject_sa for s in binding["subjects"]):
+            rules += roles[binding["roleRef"]["name"]]["rules"]
+    return rules
+
+
+def _grants(rules):
+    """{(group, resource): set(verbs)}"""
+    out = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_no_rule_uses_a_wildcard(render):
+    rendered = render()
+    for role in rendered.of_kind("ClusterRole") + rendered.of_kind("Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], rule)
+            assert "resourceNames" not in rule or rule["resourceNames"]
+
+
+def test_webhook_can_only_read_bindings(render):
+    grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-webhook"))
+    assert grants == {("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch"}}
+
+
+def test_operator_gets_exactly_what_it_uses(render):
+    grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
+    assert grants == {
+        ("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch", "patch", "update"},
+        ("mlflow-secrets-auth.io", "mlflowauthbindings/status"): {"get", "patch", "update"},
+        ("mlflow-secrets-auth.io", "mlflowauthbindings/finalizers"): {"update"},
+        ("", "secrets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+        ("", "serviceaccounts/token"): {"create"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    }
+
+
+def test_operator_cannot_touch_pods_configmaps_or_webhook_configurations(render):
+    grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
+    resources = {resource for _, resource in grants}
+    assert not resources & {"pods", "configmaps", "serviceaccounts", "mutatingwebhookconfigurations",
+                            "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
+
+
+def test_watch_namespaces_grants_the_operator_role_only_in_those_namespaces(render):
+    rendered = render({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
+    operator_bindings = [b for b in rendered.of_kind("RoleBinding")
+                         if b["roleRef"]["name"] == f"{RELEASE_PREFIX}-operator"]
+    assert sorted(b["metadata"]["namespace"] for b in operator_bindings) == ["team-a", "team-b"]
+    cluster_wide = [b["roleRef"]["name"] for b in rendered.of_kind("ClusterRoleBinding")]
+    assert f"{RELEASE_PREFIX}-operator" not in cluster_wide
+    assert f"{RELEASE_PREFIX}-operator-crd-observer" in cluster_wide
