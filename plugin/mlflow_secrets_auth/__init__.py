@@ -48,9 +48,15 @@ def build_source(environ=os.environ):
         from .sources import FileSource
 
         return FileSource(where)
+    from .credentials import CredentialError
     from .direct import source_from_env
 
-    return source_from_env(where, environ, clock=time.monotonic)
+    try:
+        return source_from_env(where, environ, clock=time.monotonic)
+    except CredentialError as exc:
+        from .sources import ErrorSource
+
+        return ErrorSource(exc, "direct mode (%s)" % where)
 
 
 def build_auth(environ=os.environ):

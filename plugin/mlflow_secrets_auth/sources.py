@@ -15,6 +15,22 @@ UNCHANGED = object()
 PollResult = Union[Credential, object]
 
 
+class ErrorSource:
+    """A configuration that cannot work: every poll reports the same actionable error."""
+
+    kind = "error"
+
+    def __init__(self, error: Exception, description: str) -> None:
+        self.error = error
+        self._description = description
+
+    def poll(self, force: bool = False) -> PollResult:
+        raise self.error
+
+    def describe(self) -> str:
+        return self._description
+
+
 class FileSource:
     """The pod contract's directory; notices kubelet's ``..data`` swap or changed files."""
 
@@ -96,8 +112,11 @@ class FetchSource:
                 return self._fetch()
             except CredentialError:
                 raise  # a configuration or content problem: retrying cannot help
-            except Exception:
+            except Exception as exc:
                 if attempt >= self._retries:
+                    if hasattr(exc, "transient"):  # a ProviderError: its message is safe to show
+                        raise CredentialError("%s: %s (after %d attempts)" % (
+                            self._description, exc, attempt + 1))
                     raise
                 # exponential backoff with full jitter
                 delay = min(self._max_backoff, self._backoff * (2 ** attempt))

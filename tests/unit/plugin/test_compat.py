@@ -1,0 +1,55 @@
+"""The in-pod plugin runs on Python 3.9-3.13 with the standard library only, and imports fast."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow_secrets_auth
+
+PACKAGE = Path(mlflow_secrets_auth.__file__).parent
+IN_POD = sorted(str(p) for p in PACKAGE.glob("*.py"))
+
+
+def test_the_in_pod_modules_need_nothing_newer_than_python_3_9():
+    vermin = Path(sys.executable).parent / "vermin"
+    out = subprocess.run(
+        [str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations", *IN_POD],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_in_pod_modules_import_only_the_standard_library():
+    allowed_third_party = {"requests", "urllib3"}  # loaded by MLflow before it calls us
+    stdlib = set(sys.stdlib_module_names)
+    for path in IN_POD:
+        source = Path(path).read_text()
+        for match in re.finditer(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", source, re.M):
+            top = match.group(1)
+            assert top in stdlib or top in allowed_third_party or top == "__future__", (
+                "%s imports %s" % (Path(path).name, top))
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_importing_the_plugin_loads_no_heavy_module():
+    out = run_python(
+        "import sys, json; before = set(sys.modules); import mlflow_secrets_auth; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))")
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    for heavy in ("requests", "mlflow", "hvac", "boto3", "azure", "urllib3", "json", "logging"):
+        assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), loaded
+
+
+def test_importing_the_plugin_takes_under_10_ms():
+    best = None
+    for _ in range(3):
+        out = run_python("import mlflow_secrets_auth")
+        line = [ln for ln in out.stderr.splitlines() if ln.rstrip().endswith("| mlflow_secrets_auth")]
+        micros = int(line[-1].split("|")[1])
+        best = micros if best is None else min(best, micros)
+    assert best < 10_000, "import took %d us" % best
