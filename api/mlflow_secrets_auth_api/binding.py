@@ -340,6 +340,7 @@ class BindingStatus(_Lenient):
     expires_at: Optional[str] = None
     next_refresh_time: Optional[str] = None
     secret_version: Optional[str] = None
+    last_sync_request: Optional[str] = None
 
     def condition(self, type_: str) -> Optional[Condition]:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,44 @@
+"""``python -m mlflow_secrets_auth_operator``: run the operator with settings from the environment."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from . import handlers  # noqa: F401 - registers the kopf handlers
+from .logs import Redactor, configure
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("mlflow_secrets_auth_operator")
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"mlflow-secrets-auth-operator: {exc}", file=sys.stderr)
+        return 2
+    redactor = Redactor()
+    configure(settings.log_format, settings.log_level, redactor)
+    metrics = Metrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_address,
+                          registry=metrics.registry)
+    liveness = (f"http://{settings.health_address}:{settings.health_port}/healthz"
+                if settings.health_port else None)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(settings=settings, metrics=metrics, redactor=redactor),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

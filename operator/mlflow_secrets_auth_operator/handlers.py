@@ -1,0 +1,37 @@
+"""kopf routing only: each handler checks its inputs and delegates to ``loop``/``runtime``."""
+from __future__ import annotations
+
+import kopf
+
+from mlflow_secrets_auth_api.binding import GROUP, PLURAL, VERSION
+
+from . import loop, runtime
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    runtime.configure_kopf(settings)
+    runtime.start(memo)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    runtime.stop(memo)
+
+
+@kopf.on.probe(id="bindings")
+def bindings_probe(memo: kopf.Memo, **_) -> int:
+    return runtime.probe(memo)
+
+
+@kopf.on.event(*RESOURCE)
+def observe(body: kopf.Body, memo: kopf.Memo, type: str, **_) -> None:  # noqa: A002
+    if type in (None, "ADDED", "MODIFIED"):
+        loop.notice(body, memo)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
+async def keep_fresh(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_) -> None:
+    await loop.run(body, memo, stopped, memo["context"], memo["executor"])

@@ -1,0 +1,186 @@
+"""Resolve how the operator authenticates to the secret manager *as the binding's namespace*.
+
+ServiceAccount identities go through a TokenRequest for that namespace's ServiceAccount; static
+material comes from a Secret in that same namespace; the operator's own identity only when the
+cluster admin allowed it. No cross-namespace reference is possible: every name is looked up in
+the binding's namespace.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+from kubernetes.client.rest import ApiException
+
+from mlflow_secrets_auth.providers import aws, azure, vault
+from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
+
+from .logs import Redactor
+from .settings import Settings
+
+
+class SyncError(Exception):
+    """A sync failed for a reason the binding's owner can act on (never contains a secret)."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False):
+        super().__init__(message)
+        self.reason, self.message, self.transient = reason, message, transient
+
+
+class KubePort(Protocol):
+    def read_secret_data(self, namespace: str, name: str) -> Optional[dict]: ...
+    def request_token(self, namespace: str, service_account: str, audiences, seconds: int) -> str: ...
+
+
+Fetch = Callable[[], "object"]
+
+
+def _secret_key(kube: KubePort, namespace: str, name: str, key: str, field: str,
+                redactor: Redactor) -> str:
+    try:
+        data = kube.read_secret_data(namespace, name)
+    except ApiException as exc:
+        raise _api_error(exc, f"reading Secret {namespace}/{name} ({field})") from None
+    if data is None:
+        raise SyncError("SecretRefNotFound", f"{field}: no Secret {name!r} in namespace "
+                        f"{namespace!r}; create it there (references never cross namespaces)")
+    value = data.get(key)
+    if not value or not value.strip():
+        keys = ", ".join(sorted(data)) or "none"
+        raise SyncError("SecretRefNotFound", f"{field}: Secret {namespace}/{name} has no non-empty "
+                        f"key {key!r} (its keys: {keys})")
+    redactor.add(value)
+    return value.strip()
+
+
+def _token(kube: KubePort, namespace: str, service_account: str, audience: Optional[str],
+           field: str, settings: Settings, redactor: Redactor) -> str:
+    try:
+        token = kube.request_token(namespace, service_account, [audience] if audience else [],
+                                   settings.token_seconds)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SyncError("ServiceAccountNotFound", f"{field}: no ServiceAccount "
+                            f"{service_account!r} in namespace {namespace!r}; create it or fix "
+                            f"the name") from None
+        raise _api_error(exc, f"requesting a token for ServiceAccount {namespace}/{service_account}"
+                         ) from None
+    redactor.add(token)
+    return token
+
+
+def _api_error(exc: ApiException, what: str) -> SyncError:
+    if exc.status == 403:
+        return SyncError("OperatorForbidden", f"the operator is not allowed {what}; check its RBAC "
+                         f"(the chart grants get on secrets and create on serviceaccounts/token)")
+    return SyncError("KubernetesApiError", f"the API server failed {what}: HTTP {exc.status} "
+                     f"{exc.reason}", transient=True)
+
+
+def _operator_identity(settings: Settings, field: str) -> None:
+    if not settings.allow_operator_identity:
+        raise SyncError("OperatorIdentityNotAllowed", f"{field}: the cluster admin has not allowed "
+                        f"bindings to use the operator's own identity; use a namespace identity "
+                        f"(ServiceAccount or Secret in this namespace)")
+
+
+def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
+    """Write an inline PEM CA bundle to a content-addressed file and return its path."""
+    if not pem:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise SyncError("InvalidSpec", f"{field} is not a PEM certificate bundle")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (hashlib.sha256(pem.encode()).hexdigest()[:32] + ".pem")
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pem)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
+                  redactor: Redactor, fetchers, ca_dir: Path) -> Callable[[], object]:
+    """Resolve the identity, then return a no-argument call that fetches the secret."""
+    namespace = binding.metadata.namespace or "default"
+    provider = binding.spec.provider
+    timeout = settings.provider_timeout
+
+    if provider.vault is not None:
+        spec, base = provider.vault, "spec.provider.vault.auth"
+        auth = spec.auth
+        if auth.kubernetes is not None:
+            jwt = _token(kube, namespace, auth.kubernetes.service_account_name,
+                         auth.kubernetes.audience, f"{base}.kubernetes.serviceAccountName",
+                         settings, redactor)
+            credentials = vault.VaultKubernetes(auth.kubernetes.role, jwt, auth.kubernetes.mount_path)
+        elif auth.token is not None:
+            credentials = vault.VaultToken(_ref(kube, namespace, auth.token.secret_ref,
+                                                f"{base}.token.secretRef", redactor))
+        elif auth.app_role is not None:
+            secret_id = _ref(kube, namespace, auth.app_role.secret_id_ref,
+                             f"{base}.appRole.secretIdRef", redactor)
+            credentials = vault.VaultAppRole(auth.app_role.role_id, secret_id, auth.app_role.mount_path)
+        else:
+            _operator_identity(settings, f"{base}.operatorIdentity")
+            if not settings.vault_token:
+                raise SyncError("OperatorIdentityNotAllowed", f"{base}.operatorIdentity: the "
+                                f"operator has no VAULT_TOKEN of its own")
+            credentials = vault.VaultToken(settings.vault_token)
+        ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.vault.caCert")
+        return lambda: fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
+                                         kv_version=spec.kv_version, namespace=spec.namespace,
+                                         ca_bundle=ca, timeout=timeout)
+
+    if provider.aws_secrets_manager is not None:
+        spec, base = provider.aws_secrets_manager, "spec.provider.awsSecretsManager.auth"
+        auth = spec.auth
+        if auth.web_identity is not None:
+            token = _token(kube, namespace, auth.web_identity.service_account_name,
+                           auth.web_identity.audience, f"{base}.webIdentity.serviceAccountName",
+                           settings, redactor)
+            session = f"msa-{namespace}-{binding.metadata.name}"[:64]
+            credentials = aws.AwsWebIdentity(auth.web_identity.role_arn, token, session)
+        elif auth.static_keys is not None:
+            ref, field = auth.static_keys.secret_ref, f"{base}.staticKeys.secretRef"
+            key_id = _secret_key(kube, namespace, ref.name, ref.access_key_id_key, field, redactor)
+            secret = _secret_key(kube, namespace, ref.name, ref.secret_access_key_key, field, redactor)
+            session_token = (_secret_key(kube, namespace, ref.name, ref.session_token_key, field,
+                                         redactor) if ref.session_token_key else None)
+            credentials = aws.AwsStaticKeys(key_id, secret, session_token)
+        else:
+            _operator_identity(settings, f"{base}.operatorIdentity")
+            credentials = None
+        return lambda: fetchers["awsSecretsManager"](
+            spec.secret_id, spec.region, credentials, version_stage=spec.version_stage,
+            endpoint_url=spec.endpoint_url, timeout=timeout)
+
+    spec, base = provider.azure_key_vault, "spec.provider.azureKeyVault.auth"
+    auth = spec.auth
+    if auth.workload_identity is not None:
+        wi = auth.workload_identity
+        token = _token(kube, namespace, wi.service_account_name, wi.audience,
+                       f"{base}.workloadIdentity.serviceAccountName", settings, redactor)
+        credentials = azure.AzureWorkloadIdentity(wi.tenant_id, wi.client_id, token, wi.authority_host)
+    elif auth.client_secret is not None:
+        cs = auth.client_secret
+        secret = _ref(kube, namespace, cs.secret_ref, f"{base}.clientSecret.secretRef", redactor)
+        credentials = azure.AzureClientSecret(cs.tenant_id, cs.client_id, secret, cs.authority_host)
+    else:
+        _operator_identity(settings, f"{base}.operatorIdentity")
+        credentials = None
+    ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.azureKeyVault.caCert")
+    return lambda: fetchers["azureKeyVault"](spec.vault_url, spec.secret_name, credentials,
+                                             version=spec.version, ca_bundle=ca, timeout=timeout)
+
+
+def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor: Redactor) -> str:
+    return _secret_key(kube, namespace, ref.name, ref.key, field, redactor)
+
+
+DEFAULT_FETCHERS = {"vault": vault.fetch, "awsSecretsManager": aws.fetch,
+                    "azureKeyVault": azure.fetch}

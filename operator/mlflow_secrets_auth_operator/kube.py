@@ -1,0 +1,125 @@
+"""The thin Kubernetes layer: every API call the operator makes, and nothing else.
+
+Bodies come from ``builders``; errors surface as ``kubernetes.client.ApiException``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+from datetime import datetime
+from typing import Dict, Iterable, Mapping, Optional
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from mlflow_secrets_auth_api.binding import GROUP, KIND, PLURAL, VERSION
+
+from .credential import rfc3339
+
+log = logging.getLogger(__name__)
+COMPONENT = "mlflow-secrets-auth-operator"
+
+
+def api_client(pool_size: int = 32) -> client.ApiClient:
+    """An ApiClient from the in-cluster config or $KUBECONFIG, with a pool for parallel syncs."""
+    from kubernetes import config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+class KubeApi:
+    def __init__(self, api: client.ApiClient, timeout: float = 15.0):
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.timeout = timeout
+        self.instance = socket.gethostname()
+
+    # -- reads -------------------------------------------------------------------------------
+    def read_secret(self, namespace: str, name: str) -> Optional[Dict]:
+        """The Secret as a plain dict (base64 data as stored), or None when it does not exist."""
+        try:
+            resp = self.core.read_namespaced_secret(name, namespace, _preload_content=False,
+                                                    _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
+
+    def read_secret_data(self, namespace: str, name: str) -> Optional[Dict[str, str]]:
+        """A Secret's data decoded to text (binary values are skipped), or None if missing."""
+        secret = self.read_secret(namespace, name)
+        if secret is None:
+            return None
+        out = {}
+        for key, value in (secret.get("data") or {}).items():
+            try:
+                out[key] = base64.b64decode(value).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                continue
+        for key, value in (secret.get("stringData") or {}).items():
+            out.setdefault(key, value)
+        return out
+
+    def request_token(self, namespace: str, service_account: str, audiences: Iterable[str],
+                      seconds: int) -> str:
+        """TokenRequest: a short-lived token for a ServiceAccount of the binding's namespace."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": list(audiences), "expirationSeconds": seconds}}
+        resp = self.core.create_namespaced_service_account_token(
+            service_account, namespace, body, _preload_content=False, _request_timeout=self.timeout)
+        return json.loads(resp.data)["status"]["token"]
+
+    # -- writes ------------------------------------------------------------------------------
+    def write_secret(self, body: Mapping, existing: Optional[Mapping]) -> None:
+        """Create the Secret, or replace it at the version we read (a conflict raises 409)."""
+        namespace = body["metadata"]["namespace"]
+        if existing is None:
+            self.core.create_namespaced_secret(namespace, body, _preload_content=False,
+                                               _request_timeout=self.timeout)
+            return
+        replacement = json.loads(json.dumps(body))
+        replacement["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        # keep what others added (annotations, extra labels), but not stale data keys
+        replacement["metadata"]["annotations"] = existing["metadata"].get("annotations") or {}
+        labels = dict(existing["metadata"].get("labels") or {})
+        labels.update(replacement["metadata"]["labels"])
+        replacement["metadata"]["labels"] = labels
+        self.core.replace_namespaced_secret(body["metadata"]["name"], namespace, replacement,
+                                            _preload_content=False, _request_timeout=self.timeout)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
+            _preload_content=False, _request_timeout=self.timeout)
+
+    def post_event(self, binding_meta: Mapping, type_: str, reason: str, message: str,
+                   now: datetime) -> None:
+        """A core/v1 Event on the binding; failures are logged, never raised."""
+        namespace = binding_meta["namespace"]
+        stamp = rfc3339(now)
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{binding_meta['name']}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                               "name": binding_meta["name"], "namespace": namespace,
+                               "uid": binding_meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(namespace, body, _preload_content=False,
+                                              _request_timeout=self.timeout)
+        except (ApiException, OSError) as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace,
+                        binding_meta["name"], getattr(exc, "reason", exc))

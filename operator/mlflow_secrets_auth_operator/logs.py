@@ -1,0 +1,105 @@
+"""Logging: JSON (or text) lines with every known secret value redacted.
+
+The :class:`Redactor` learns each secret value the operator handles (fetched content, mapped
+credential fields, auth material read from Secrets, ServiceAccount tokens) and a filter on the
+root handler replaces them in every record, including kopf's and the client libraries'.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections import OrderedDict
+from typing import Iterable, Optional
+
+REDACTED = "<redacted>"
+MIN_SECRET_LENGTH = 4   # shorter values are not worth redacting (and would mangle every line)
+
+
+class Redactor:
+    """A bounded set of secret strings to scrub from log output (thread-safe)."""
+
+    def __init__(self, capacity: int = 100_000):
+        self._values: "OrderedDict[str, None]" = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def add(self, *values: Optional[object]) -> None:
+        with self._lock:
+            for value in values:
+                if isinstance(value, bytes):
+                    try:
+                        value = value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        continue
+                if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+                    continue
+                for text in {value, value.strip()}:
+                    if len(text) >= MIN_SECRET_LENGTH:
+                        self._values[text] = None
+                        self._values.move_to_end(text)
+            while len(self._values) > self._capacity:
+                self._values.popitem(last=False)
+
+    def add_all(self, values: Iterable[Optional[object]]) -> None:
+        self.add(*values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        with self._lock:
+            values = sorted(self._values, key=len, reverse=True)
+        for value in values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+
+class RedactingFilter(logging.Filter):
+    """Renders each record's message, then scrubs it and every string ``extra`` field."""
+
+    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not stop logging
+            message = str(record.msg)
+        record.msg, record.args = self.redactor.redact(message), None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, self.redactor.redact(text)
+        for key, value in list(vars(record).items()):
+            if key not in self._STANDARD and isinstance(value, str):
+                setattr(record, key, self.redactor.redact(value))
+        return True
+
+
+def configure(log_format: str, level: str, redactor: Redactor, stream=None) -> logging.Handler:
+    """Install one root handler (JSON or text) behind the redacting filter."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp=False))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "azure", "botocore", "kubernetes.client.rest"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return handler

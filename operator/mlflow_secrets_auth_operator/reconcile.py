@@ -1,0 +1,154 @@
+"""One sync of one binding: parse, resolve identity, fetch, (exchange), map, write the Secret.
+
+Plain synchronous functions (the loop runs them in a worker thread); every collaborator comes in
+through :class:`Context`, so tests pass fakes for the API, the providers and the clock.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+import pydantic
+from kubernetes.client.rest import ApiException
+
+from mlflow_secrets_auth.providers import ProviderError, SecretValue
+from mlflow_secrets_auth_api.binding import MlflowAuthBinding, secret_name_for
+
+from . import builders, credential
+from .identity import DEFAULT_FETCHERS, SyncError, provider_call
+from .logs import Redactor
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Context:
+    """Everything a sync needs, built once at start-up (kopf memo) and passed in."""
+
+    settings: Settings
+    kube: object                      # kube.KubeApi or a test double with the same methods
+    metrics: Metrics
+    redactor: Redactor
+    clock: Callable[[], datetime] = utcnow
+    rng: Callable[[], float] = random.random
+    fetchers: Mapping[str, Callable] = field(default_factory=lambda: dict(DEFAULT_FETCHERS))
+    exchange: Optional[object] = None  # exchange.TokenClient
+    ca_dir: Path = field(default_factory=lambda: Path("/tmp/mlflow-secrets-auth-ca"))
+
+
+def parse_binding(body: Mapping) -> MlflowAuthBinding:
+    """The binding, or a SyncError InvalidSpec naming the first offending field."""
+    try:
+        return MlflowAuthBinding.model_validate(dict(body))
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith(
+                ("function-after", "function-before")))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        raise SyncError("InvalidSpec", "; ".join(problems) or "the binding is invalid") from None
+
+
+def sync(body: Mapping, ctx: Context) -> builders.Outcome:
+    """Fetch the credential and make the Secret hold it; never raises for expected failures."""
+    started = time.monotonic()
+    provider = _provider_kind(body)
+    try:
+        binding = parse_binding(body)
+        outcome = _sync(binding, ctx)
+    except SyncError as exc:
+        outcome = builders.Outcome.failure(exc.reason, exc.message, exc.transient)
+    except ProviderError as exc:
+        ctx.metrics.provider_calls.labels(provider, exc.reason).inc()
+        outcome = builders.Outcome.failure(exc.reason, ctx.redactor.redact(str(exc)), exc.transient)
+    except ApiException as exc:
+        outcome = builders.Outcome.failure(
+            "KubernetesApiError", f"the API server answered HTTP {exc.status} {exc.reason} "
+            f"while writing Secret {secret_name_for(body['metadata']['name'])}", transient=True)
+    ctx.metrics.sync_duration.labels(provider).observe(time.monotonic() - started)
+    ctx.metrics.syncs.labels("ok" if outcome.ok else outcome.reason).inc()
+    return outcome
+
+
+def _provider_kind(body: Mapping) -> str:
+    provider = ((body.get("spec") or {}).get("provider") or {})
+    for kind in ("vault", "awsSecretsManager", "azureKeyVault"):
+        if kind in provider:
+            return kind
+    return "none"
+
+
+def _sync(binding: MlflowAuthBinding, ctx: Context) -> builders.Outcome:
+    spec = binding.spec
+    kind = spec.provider.kind
+    call = provider_call(binding, ctx.kube, ctx.settings, ctx.redactor, ctx.fetchers, ctx.ca_dir)
+    value: SecretValue = call()
+    ctx.metrics.provider_calls.labels(kind, "ok").inc()
+    _learn(ctx.redactor, value)
+    fields = _credential_fields(binding, value, ctx)
+    ctx.redactor.add(*fields.values())
+    written = _apply_secret(binding, fields, ctx)
+    return builders.Outcome(ok=True, reason=builders.SYNCED, message="", transient=False,
+                            expires_at=credential.expires_at_of(fields), version=value.version,
+                            written=written)
+
+
+def _learn(redactor: Redactor, value: SecretValue) -> None:
+    redactor.add(value.content)
+    if isinstance(value.content, str) and value.content.lstrip().startswith("{"):
+        import json
+        try:
+            doc = json.loads(value.content)
+        except ValueError:
+            return
+        if isinstance(doc, dict):
+            redactor.add_all(v for v in doc.values() if isinstance(v, str))
+
+
+def _credential_fields(binding: MlflowAuthBinding, value: SecretValue, ctx: Context):
+    cred = binding.spec.credential
+    exchange_spec = binding.spec.exchange.oauth2_client_credentials if binding.spec.exchange else None
+    if exchange_spec is None:
+        return credential.credential_fields(value, cred)
+    from . import exchange
+
+    if ctx.exchange is None:
+        raise SyncError("ExchangeUnavailable", "spec.exchange.oauth2ClientCredentials is not "
+                        "enabled in this operator; remove spec.exchange or upgrade the operator")
+    try:
+        doc = credential.secret_document(value, cred)
+        client = exchange.client_credentials_from(doc, exchange_spec)
+        ctx.redactor.add(client.client_secret)
+        token = ctx.exchange.mint(client, exchange_spec)
+    except exchange.ExchangeError as exc:
+        raise SyncError(exc.reason, ctx.redactor.redact(exc.message), exc.transient) from None
+    ctx.redactor.add(token.access_token)
+    return credential.token_fields(token.access_token, cred, token.expires_at)
+
+
+def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> bool:
+    meta = {"name": binding.metadata.name, "namespace": binding.metadata.namespace,
+            "uid": binding.metadata.uid}
+    desired = builders.build_secret(meta, fields)
+    existing = ctx.kube.read_secret(meta["namespace"], secret_name_for(meta["name"]))
+    if existing is not None:
+        owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+        if not any(o.get("uid") == meta["uid"] for o in owners):
+            raise SyncError("SecretConflict", f"a Secret {secret_name_for(meta['name'])} that this "
+                            f"binding does not own already exists; delete or rename it")
+    if not builders.secret_needs_write(existing, desired):
+        return False
+    ctx.kube.write_secret(desired, existing)
+    ctx.metrics.secret_writes.inc()
+    return True

@@ -1,0 +1,70 @@
+"""Start-up wiring: settings -> clients, metrics, executor, placed in kopf's memo."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kopf
+
+from .kube import KubeApi, api_client
+from .logs import Redactor
+from .metrics import Metrics
+from .reconcile import Context
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+FINALIZER = "mlflow-secrets-auth.io/operator"
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.posting.enabled = False              # we post our own Events, on transitions only
+    settings.persistence.finalizer = FINALIZER     # daemons need one to stop cleanly
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="mlflow-secrets-auth.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mlflow-secrets-auth.io", key="last-handled-configuration")
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.background.cancellation_polling = 1.0
+
+
+def start(memo: kopf.Memo) -> None:
+    """Fill ``memo`` with what handlers need (settings, metrics and redactor may be given)."""
+    settings: Settings = memo.get("settings") or Settings.from_env()
+    metrics: Metrics = memo.get("metrics") or Metrics()
+    redactor: Redactor = memo.get("redactor") or Redactor()
+    exchange_client = None
+    try:
+        from .exchange import TokenClient
+        exchange_client = TokenClient()
+    except ImportError:  # pragma: no cover - exchange is part of the package
+        log.warning("OAuth2 exchange unavailable")
+    memo["settings"], memo["metrics"], memo["redactor"] = settings, metrics, redactor
+    memo["ca_dir"] = tempfile.TemporaryDirectory(prefix="msa-ca-")
+    memo["executor"] = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="sync")
+    memo["api_client"] = api_client(pool_size=max(settings.workers * 2, 8))
+    memo["context"] = Context(settings=settings, kube=KubeApi(memo["api_client"]), metrics=metrics,
+                              redactor=redactor, exchange=exchange_client,
+                              ca_dir=Path(memo["ca_dir"].name))
+    log.info("operator started", extra={
+        "namespaces": list(settings.namespaces) or "all",
+        "allow_operator_identity": settings.allow_operator_identity,
+        "peering": settings.peering or "standalone"})
+
+
+def stop(memo: kopf.Memo) -> None:
+    executor = memo.get("executor")
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+    if memo.get("api_client") is not None:
+        memo["api_client"].close()
+    if memo.get("ca_dir") is not None:
+        memo["ca_dir"].cleanup()
+
+
+def probe(memo: kopf.Memo) -> int:
+    """Liveness detail: how many bindings are Ready (a number, no names)."""
+    metrics: Metrics = memo["metrics"]
+    return int(sum(sample.value for metric in metrics.ready.collect() for sample in metric.samples))
