@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["services_run_dir", "moto", "mlflow_basic"]
+__all__ = ["services_run_dir", "moto", "mlflow_basic", "mlflow_plain", "mlflow_front"]
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +61,37 @@ def mlflow_basic(services_run_dir):
     server = _started(MlflowServer(auth=True, name="mlflow-basic"), services_run_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_plain(services_run_dir):
+    """A real MLflow server without auth on 127.0.0.1 (the backend of ``mlflow_front``).
+
+    Attributes: ``url``, ``host``, ``port``, ``request(method, path, body, auth=None)``.
+    """
+    from dev.stack.mlflow_server import MlflowServer
+
+    server = _started(MlflowServer(auth=False, name="mlflow-plain"), services_run_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_front(services_run_dir, mlflow_plain):
+    """MLflow behind Debian nginx with ``auth_request`` to a bearer / custom-header validator.
+
+    It accepts ``Authorization: Bearer <token>`` or ``X-MLflow-Auth: <token>`` (also
+    ``X-MLflow-Auth: Bearer <token>``) when the token is an allowed static token or a JWT from a
+    trusted issuer; anything else gets 401.
+    Attributes: ``url``, ``custom_header`` ("X-MLflow-Auth"), ``backend`` (the ``mlflow_plain``
+    server). Methods: ``allow_token(tok)``, ``revoke_token(tok)``, ``clear_tokens()``,
+    ``trust_issuer(issuer_url, jwks_url=None, audience=None)`` (e.g. ``keycloak.issuer_url``),
+    ``requests_seen()`` (a list of dicts: host, method, uri, authorization, custom_header,
+    status, reason; one per request), ``clear_requests()``.
+    Tests share it: allow tokens unique to the test and revoke them when done.
+    """
+    from dev.stack.authfront import AuthFront
+
+    front = _started(AuthFront(mlflow_plain), services_run_dir)
+    yield front
+    front.stop()

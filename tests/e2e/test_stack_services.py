@@ -92,3 +92,77 @@ def test_the_mlflow_client_without_credentials_is_refused(mlflow_basic, monkeypa
 
     with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
         MlflowClient(tracking_uri=mlflow_basic.url).search_experiments(max_results=1)
+
+
+# -- MLflow behind the bearer / custom-header front ------------------------------------------
+
+def _front_get(front, headers: dict[str, str]) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(front.url + "/api/2.0/mlflow/experiments/search?max_results=1",
+                                 headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_front_refuses_requests_without_an_allowed_token(mlflow_front):
+    assert _front_get(mlflow_front, {}) == 401
+    assert _front_get(mlflow_front, {"Authorization": "Bearer never-allowed"}) == 401
+    assert _front_get(mlflow_front, {"Authorization": "Basic dXNlcjpwYXNz"}) == 401
+
+
+def test_the_front_accepts_an_allowed_bearer_token_until_it_is_revoked(mlflow_front):
+    token = "tok-" + uuid.uuid4().hex
+    mlflow_front.allow_token(token)
+    assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 200
+
+    mlflow_front.revoke_token(token)
+
+    assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 401
+
+
+def test_the_front_accepts_the_token_in_its_custom_header(mlflow_front):
+    token = "tok-" + uuid.uuid4().hex
+    mlflow_front.allow_token(token)
+    try:
+        assert _front_get(mlflow_front, {mlflow_front.custom_header: token}) == 200
+        assert _front_get(mlflow_front, {"X-Other-Header": token}) == 401
+    finally:
+        mlflow_front.revoke_token(token)
+
+
+def test_the_front_records_the_auth_header_and_host_each_request_carried(mlflow_front):
+    token = "tok-" + uuid.uuid4().hex
+    mlflow_front.allow_token(token)
+    try:
+        _front_get(mlflow_front, {"Authorization": f"Bearer {token}"})
+    finally:
+        mlflow_front.revoke_token(token)
+
+    mine = [r for r in mlflow_front.requests_seen() if r["authorization"] == f"Bearer {token}"]
+    assert len(mine) == 1
+    assert mine[0]["host"] == f"127.0.0.1:{mlflow_front.port}"
+    assert mine[0]["uri"].startswith("/api/2.0/mlflow/experiments/search")
+    assert mine[0]["status"] == 200
+
+
+def test_the_real_mlflow_client_logs_a_run_through_the_front_with_a_bearer_token(mlflow_front,
+                                                                                monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    token = "tok-" + uuid.uuid4().hex
+    mlflow_front.allow_token(token)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        client = MlflowClient(tracking_uri=mlflow_front.url)
+        run = client.create_run(client.create_experiment(_unique("front")))
+        client.log_param(run.info.run_id, "via", "front")
+        assert client.get_run(run.info.run_id).data.params == {"via": "front"}
+    finally:
+        mlflow_front.revoke_token(token)
