@@ -44,8 +44,7 @@ def test_operator_gets_exactly_what_it_uses(render):
         ("mlflow-secrets-auth.io", "mlflowauthbindings/finalizers"): {"update"},
         ("", "secrets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
         ("", "serviceaccounts/token"): {"create"},
-        ("", "events"): {"create", "patch"},
-        ("events.k8s.io", "events"): {"create", "patch"},
+        ("", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     }
 

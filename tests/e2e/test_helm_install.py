@@ -1,0 +1,200 @@
+"""`helm install` of the chart into a real API server, checked through the API.
+
+There is no kubelet, so the Deployments never run: these tests check what the API server stores
+and enforces (the CRD, the webhook configuration and its CA, RBAC as `kubectl auth can-i` sees it).
+The release's webhook only selects namespaces carrying a label no namespace has, so it never
+intercepts the labelled pods of other tests sharing the control plane.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from dev.helm import ensure_helm
+from tests.e2e.waiting import wait_for
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
+CRD = "mlflowauthbindings.mlflow-secrets-auth.io"
+
+
+class Release:
+    def __init__(self, kube, name: str, namespace: str):
+        self.kube, self.name, self.namespace = kube, name, namespace
+        self.fullname = f"{name}-mlflow-secrets-auth"
+        self.webhook_sa = f"system:serviceaccount:{namespace}:{self.fullname}-webhook"
+        self.operator_sa = f"system:serviceaccount:{namespace}:{self.fullname}-operator"
+
+    def helm(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        env = dict(os.environ, KUBECONFIG=str(self.kube.kubeconfig))
+        proc = subprocess.run([str(ensure_helm()), *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed:\n{proc.stderr}"
+        return proc
+
+    def install(self) -> None:
+        self._adopt_existing_crd()
+        self.helm("install", self.name, str(CHART), "--namespace", self.namespace,
+                  "--set-json",
+                  f'webhook.namespaceSelector={{"matchLabels":{{"mlflow-secrets-auth.io/helm-e2e":"{self.name}"}}}}',
+                  "--timeout", "2m")
+
+    def _adopt_existing_crd(self) -> None:
+        """Let this release own a CRD another test (or an earlier release) created: helm adopts an
+        object that carries its release annotations, and `crds.keep` leaves it on uninstall."""
+        if self.kube.kubectl("get", "crd", CRD, check=False).returncode != 0:
+            return
+        self.kube.kubectl("annotate", "--overwrite", "crd", CRD,
+                          f"meta.helm.sh/release-name={self.name}",
+                          f"meta.helm.sh/release-namespace={self.namespace}")
+        self.kube.kubectl("label", "--overwrite", "crd", CRD, "app.kubernetes.io/managed-by=Helm")
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kube.kubectl("get", *args, "-o", "json").stdout)
+
+    def can(self, who: str, verb: str, resource: str, *extra: str) -> bool:
+        result = self.kube.kubectl("auth", "can-i", verb, resource, f"--as={who}", *extra, check=False)
+        answer = result.stdout.strip()
+        assert answer in ("yes", "no"), f"kubectl auth can-i: {result.stdout}{result.stderr}"
+        return answer == "yes"
+
+
+def _new_release(kube) -> Release:
+    token = secrets.token_hex(3)
+    namespace = f"t-helm-{token}"
+    kube.kubectl("create", "namespace", namespace)
+    return Release(kube, f"msa-e2e-{token}", namespace)
+
+
+def _cleanup(release: Release) -> None:
+    env = dict(os.environ, KUBECONFIG=str(release.kube.kubeconfig))
+    subprocess.run([str(ensure_helm()), "uninstall", release.name, "-n", release.namespace,
+                    "--timeout", "1m"], capture_output=True, env=env, timeout=90)
+    release.kube.kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def release(kube):
+    rel = _new_release(kube)
+    try:
+        rel.install()
+        yield rel
+    finally:
+        _cleanup(rel)
+
+
+def test_helm_install_creates_the_crd_and_both_components(release):
+    crd = wait_for(lambda: next((c for c in release.get("crd", CRD)["status"].get("conditions", [])
+                                 if c["type"] == "Established" and c["status"] == "True"), None),
+                   timeout=30, message="the CRD to be established")
+    assert crd
+    deployments = {d["metadata"]["name"] for d in release.get("deployments", "-n", release.namespace)["items"]}
+    assert deployments == {f"{release.fullname}-operator", f"{release.fullname}-webhook"}
+    assert release.get("service", f"{release.fullname}-webhook", "-n", release.namespace)
+    assert release.get("poddisruptionbudget", f"{release.fullname}-webhook", "-n", release.namespace)
+
+
+def _verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    key = issuer.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                   cert.signature_hash_algorithm)
+    else:
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+
+
+def test_webhook_configuration_has_the_ca_bundle_that_signed_the_serving_certificate(release):
+    config = release.get("mutatingwebhookconfiguration", release.fullname)
+    [hook] = config["webhooks"]
+    ca_pem = base64.b64decode(hook["clientConfig"]["caBundle"])
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    secret = release.get("secret", f"{release.fullname}-webhook-tls", "-n", release.namespace)
+    serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    _verify_signed_by(serving, ca)
+    dns = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{release.fullname}-webhook.{release.namespace}.svc" in dns.get_values_for_type(x509.DNSName)
+    assert hook["clientConfig"]["service"]["name"] == f"{release.fullname}-webhook"
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["objectSelector"] == {"matchLabels": {"mlflow-secrets-auth/inject": "true"}}
+
+
+@pytest.mark.parametrize("verb, resource, extra", [
+    ("list", "mlflowauthbindings.mlflow-secrets-auth.io", ["--all-namespaces"]),
+    ("watch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("get", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+])
+def test_webhook_service_account_can_read_bindings(release, verb, resource, extra):
+    assert release.can(release.webhook_sa, verb, resource, *extra)
+
+
+@pytest.mark.parametrize("verb, resource, extra", [
+    ("get", "secrets", ["-n", "team-a"]),
+    ("list", "secrets", ["--all-namespaces"]),
+    ("create", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("patch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("list", "pods", ["-n", "team-a"]),
+    ("get", "configmaps", ["-n", "team-a"]),
+    ("create", "serviceaccounts", ["-n", "team-a", "--subresource=token"]),
+    ("patch", "mutatingwebhookconfigurations", []),
+])
+def test_webhook_service_account_cannot_do_anything_else(release, verb, resource, extra):
+    assert not release.can(release.webhook_sa, verb, resource, *extra)
+
+
+@pytest.mark.parametrize("verb, resource, extra", [
+    ("watch", "mlflowauthbindings.mlflow-secrets-auth.io", ["--all-namespaces"]),
+    ("patch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a", "--subresource=status"]),
+    ("create", "secrets", ["-n", "team-a"]),
+    ("update", "secrets", ["-n", "team-a"]),
+    ("get", "secrets", ["-n", "team-a"]),
+    ("create", "serviceaccounts", ["-n", "team-a", "--subresource=token"]),
+    ("create", "events", ["-n", "team-a"]),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", []),
+])
+def test_operator_service_account_can_do_its_job(release, verb, resource, extra):
+    assert release.can(release.operator_sa, verb, resource, *extra)
+
+
+@pytest.mark.parametrize("verb, resource, extra", [
+    ("delete", "pods", ["-n", "team-a"]),
+    ("create", "pods", ["-n", "team-a"]),
+    ("get", "configmaps", ["-n", "team-a"]),
+    ("patch", "serviceaccounts", ["-n", "team-a"]),
+    ("create", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("patch", "mutatingwebhookconfigurations", []),
+    ("create", "clusterrolebindings", []),
+    ("impersonate", "serviceaccounts", ["-n", "team-a"]),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", []),
+])
+def test_operator_service_account_cannot_do_anything_else(release, verb, resource, extra):
+    assert not release.can(release.operator_sa, verb, resource, *extra)
+
+
+def test_upgrade_keeps_the_generated_certificate_authority(release):
+    before = release.get("mutatingwebhookconfiguration", release.fullname)["webhooks"][0]
+    release.helm("upgrade", release.name, str(CHART), "--namespace", release.namespace,
+                 "--reuse-values", "--set", "webhook.timeoutSeconds=7", "--timeout", "2m")
+    after = release.get("mutatingwebhookconfiguration", release.fullname)["webhooks"][0]
+    assert after["timeoutSeconds"] == 7
+    assert after["clientConfig"]["caBundle"] == before["clientConfig"]["caBundle"]
+
+
+def test_uninstall_removes_the_webhook_configuration_and_keeps_the_crd(kube):
+    rel = _new_release(kube)
+    try:
+        rel.install()
+        assert rel.get("mutatingwebhookconfiguration", rel.fullname)
+        rel.helm("uninstall", rel.name, "--namespace", rel.namespace, "--timeout", "1m")
+        gone = kube.kubectl("get", "mutatingwebhookconfiguration", rel.fullname, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+        assert rel.get("crd", CRD)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    finally:
+        _cleanup(rel)
