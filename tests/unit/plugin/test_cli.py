@@ -1,0 +1,114 @@
+"""mlflow-secrets-auth info / doctor / doctor --dry-run, against local HTTP servers."""
+import io
+import subprocess
+import sys
+
+from mlflow_secrets_auth.cli import main
+
+from .conftest import SECRETS, TOKEN
+from .volume import ProjectedVolume
+
+
+def run(argv, env):
+    out = io.StringIO()
+    code = main(argv, environ=env, out=out)
+    text = out.getvalue()
+    for secret in SECRETS:
+        assert secret not in text, "the CLI printed a secret"
+    return code, text
+
+
+def pod_env(tmp_path, tracking, **extra):
+    vol = ProjectedVolume(tmp_path / "creds")
+    vol.write({"token": TOKEN, "expires-at": "2999-01-01T00:00:00Z"})
+    env = {"MLFLOW_TRACKING_AUTH": "mlflow_secrets_auth", "MLFLOW_SECRETS_AUTH_DIR": str(vol.root),
+           "MLFLOW_TRACKING_URI": tracking}
+    env.update(extra)
+    return env
+
+
+def test_info_shows_the_configuration_without_secrets(tmp_path):
+    code, text = run(["info"], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 0
+    assert "mounted credential" in text and "token, expires-at" in text
+    assert "only the host of MLFLOW_TRACKING_URI (mlflow:5000)" in text
+
+
+def test_info_in_direct_mode_redacts_the_vault_token():
+    env = {"MLFLOW_SECRETS_AUTH_ENABLE": "vault", "VAULT_ADDR": "http://127.0.0.1:8200",
+           "VAULT_TOKEN": TOKEN, "MLFLOW_VAULT_SECRET_PATH": "secret/mlflow"}
+    code, text = run(["info"], env)
+    assert code == 0 and "direct: vault" in text and "<set, redacted>" in text
+
+
+def test_doctor_passes_on_a_working_pod_configuration(tmp_path):
+    code, text = run(["doctor"], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 0, text
+    assert "Authorization header (bearer), expires 2999-01-01T00:00:00Z" in text
+    assert text.rstrip().endswith("all checks passed")
+
+
+def test_doctor_explains_a_missing_directory_and_fails(tmp_path):
+    env = {"MLFLOW_TRACKING_AUTH": "mlflow_secrets_auth",
+           "MLFLOW_SECRETS_AUTH_DIR": str(tmp_path / "absent")}
+    code, text = run(["doctor"], env)
+    assert code == 1
+    assert "does not exist" in text and "mlflow-secrets-auth/inject=true" in text
+
+
+def test_doctor_says_how_to_select_the_plugin(tmp_path):
+    env = pod_env(tmp_path, "http://mlflow:5000")
+    del env["MLFLOW_TRACKING_AUTH"]
+    code, text = run(["doctor"], env)
+    assert code == 1 and "export MLFLOW_TRACKING_AUTH=mlflow_secrets_auth" in text
+
+
+def test_doctor_flags_a_tracking_server_outside_the_allowlist(tmp_path):
+    env = pod_env(tmp_path, "http://mlflow:5000", MLFLOW_SECRETS_ALLOWED_HOSTS="other")
+    code, text = run(["doctor"], env)
+    assert code == 1 and "add mlflow:5000 to MLFLOW_SECRETS_ALLOWED_HOSTS" in text
+
+
+def test_doctor_flags_an_expired_credential(tmp_path):
+    env = pod_env(tmp_path, "http://mlflow:5000")
+    ProjectedVolume(tmp_path / "creds").write({"token": TOKEN, "expires-at": "2001-01-01T00:00:00Z"})
+    code, text = run(["doctor"], env)
+    assert code == 1 and "expired at 2001-01-01T00:00:00Z" in text
+
+
+def test_dry_run_calls_the_search_api_with_the_credential(tmp_path, serve):
+    srv = serve()
+    code, text = run(["doctor", "--dry-run", srv.url()], pod_env(tmp_path, srv.url()))
+    assert code == 0, text
+    assert srv.requests[0]["target"] == "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert srv.requests[0]["headers"]["Authorization"] == "Bearer " + TOKEN
+    assert "answered 200" in text
+
+
+def test_dry_run_never_sends_the_credential_to_a_host_outside_the_allowlist(tmp_path, serve):
+    srv = serve()
+    code, text = run(["doctor", "--dry-run", srv.url()], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 1
+    assert srv.requests == []
+    assert "not calling %s with the credential" % srv.url() in text
+
+
+def test_dry_run_reports_a_refused_credential_with_the_fix(tmp_path, serve):
+    srv = serve(lambda req, n: (401, {}, b""))
+    code, text = run(["doctor", "--dry-run", srv.url()], pod_env(tmp_path, srv.url()))
+    assert code == 1 and "answered 401: the server refused the credential" in text
+
+
+def test_dry_run_does_not_follow_a_redirect_with_the_credential(tmp_path, serve):
+    elsewhere = serve()
+    origin = serve(lambda req, n: (302, {"Location": elsewhere.url("localhost") + "/"}, b""))
+    run(["doctor", "--dry-run", origin.url()], pod_env(tmp_path, origin.url()))
+    assert "Authorization" not in elsewhere.requests[0]["headers"]
+
+
+def test_the_console_script_and_python_dash_m_both_run():
+    bindir = sys.executable.rsplit("/", 1)[0]
+    for cmd in ([bindir + "/mlflow-secrets-auth", "--version"],
+                [sys.executable, "-m", "mlflow_secrets_auth", "--version"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "0.1.0", out.stderr
