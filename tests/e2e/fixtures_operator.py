@@ -1,1 +1,177 @@
-"""Fixtures (being built)."""
+"""The operator under test: the CRD applied to ``kube`` and ``python -m mlflow_secrets_auth_operator``
+running as a subprocess for the whole session, its logs in a file tests can scan.
+
+Helpers for operator tests (create a binding, wait for Ready, read the Secret) live here too.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+
+from dev.stack._proc import ManagedProcess, free_port, http_ok, wait_until
+from tests.e2e.waiting import wait_for
+
+__all__ = ["operator"]
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "mlflowauthbindings.yaml"
+GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindings"
+
+
+@dataclass
+class OperatorProcess:
+    process: ManagedProcess
+    log_path: Path
+    metrics_url: str
+    health_url: str
+    kube: object
+    #: every secret value a test fed to a secret manager; the leak test scans for them
+    secret_values: set = field(default_factory=set)
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+    def healthy(self) -> bool:
+        return self.alive() and http_ok(self.health_url)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list:
+        records = []
+        for line in self.logs().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"unparsed": line})
+        return records
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? ([-+\deE.naif]+)$", line)
+            if not match or match.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(match.group(4))
+        return total
+
+    def used(self, *values: str) -> None:
+        self.secret_values.update(v for v in values if v)
+
+
+def apply_crd(kube) -> None:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(kube, tmp_path_factory):
+    apply_crd(kube)
+    run_dir = tmp_path_factory.mktemp("operator")
+    metrics_port, health_port = free_port(), free_port()
+    env = {
+        "KUBECONFIG": str(kube.kubeconfig),
+        "MSA_METRICS_ADDRESS": "127.0.0.1", "MSA_METRICS_PORT": str(metrics_port),
+        "MSA_HEALTH_ADDRESS": "127.0.0.1", "MSA_HEALTH_PORT": str(health_port),
+        "MSA_LOG_FORMAT": "json", "MSA_LOG_LEVEL": "INFO",
+        "MSA_BACKOFF_BASE": "1", "MSA_BACKOFF_CAP": "4",
+        "MSA_PROVIDER_TIMEOUT": "3",
+        "VAULT_TOKEN": "",
+    }
+    log_path = run_dir / "operator.log"
+    process = ManagedProcess("operator", [sys.executable, "-m", "mlflow_secrets_auth_operator"],
+                             log_path, env=env, cwd=ROOT).start()
+    handle = OperatorProcess(process, log_path, f"http://127.0.0.1:{metrics_port}/metrics",
+                             f"http://127.0.0.1:{health_port}/healthz", kube)
+    try:
+        wait_until(handle.healthy, 60, "operator /healthz", proc=process)
+        yield handle
+    finally:
+        process.stop()
+
+
+# --- helpers for tests ------------------------------------------------------------------------
+def custom_api(kube_api):
+    from kubernetes import client
+    return client.CustomObjectsApi(kube_api)
+
+
+def create_binding(kube_api, namespace: str, name: str, spec: dict,
+                   annotations: Optional[dict] = None) -> dict:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+            "spec": spec}
+    return custom_api(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict")
+
+
+def get_binding(kube_api, namespace: str, name: str) -> dict:
+    return custom_api(kube_api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def patch_binding(kube_api, namespace: str, name: str, patch: dict) -> dict:
+    return custom_api(kube_api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                               name, patch)
+
+
+def ready_condition(binding: dict) -> Optional[dict]:
+    return next((c for c in (binding.get("status") or {}).get("conditions") or []
+                 if c.get("type") == "Ready"), None)
+
+
+def wait_ready(kube_api, namespace: str, name: str, status: str = "True", reason: Optional[str] = None,
+               timeout: float = 30.0) -> dict:
+    def check():
+        binding = get_binding(kube_api, namespace, name)
+        cond = ready_condition(binding)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return binding
+        return None
+    return wait_for(check, timeout, f"binding {namespace}/{name} Ready={status} reason={reason}")
+
+
+def read_secret(kube_api, namespace: str, name: str) -> Optional[Dict[str, str]]:
+    """The binding Secret's keys decoded, or None when it does not exist."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    try:
+        secret = client.CoreV1Api(kube_api).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def events_for(kube_api, namespace: str, name: str) -> list:
+    from kubernetes import client
+    events = client.CoreV1Api(kube_api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.type, e.reason, e.message) for e in events.items]
+
+
+def put_secret(kube_api, namespace: str, name: str, data: Dict[str, str]) -> None:
+    from kubernetes import client
+    client.CoreV1Api(kube_api).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name), string_data=data))
+
+
+def create_service_account(kube_api, namespace: str, name: str) -> None:
+    from kubernetes import client
+    client.CoreV1Api(kube_api).create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
