@@ -1,0 +1,147 @@
+"""Benchmark: N MlflowAuthBindings against OpenBao on a local control plane.
+
+    .venv/bin/python -m bench.operator.run [--bindings 1000] [--refresh 60s] [--observe-refresh]
+
+Starts its own etcd + kube-apiserver + kube-controller-manager, OpenBao and the operator
+(``python -m mlflow_secrets_auth_operator``), creates the bindings (each with its own KV v2 path and
+a Vault token from a Secret in the namespace), then reports as JSON: seconds until all are Ready,
+provider calls (from the operator's /metrics), Secret writes, and the operator's peak RSS (VmHWM).
+With ``--observe-refresh`` it also waits one refresh interval and reports the reads it made
+(the target is exactly one per binding per refresh).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from dev.stack._proc import ManagedProcess, free_port, http_ok, wait_until
+from dev.stack.kube import LocalKube
+from dev.stack.openbao import OpenBao
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindings"
+NAMESPACE = "bench"
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
+        if match and match.group(1) == name:
+            have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(match.group(4))
+    return total
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ready_count(custom) -> int:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    return sum(1 for b in items for c in (b.get("status") or {}).get("conditions") or []
+               if c.get("type") == "Ready" and c.get("status") == "True")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bindings", type=int, default=1000)
+    parser.add_argument("--refresh", default="60s", help="spec.refresh.interval of every binding")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--observe-refresh", action="store_true")
+    parser.add_argument("--workers", default="16", help="MSA_WORKERS for the operator")
+    args = parser.parse_args()
+
+    from kubernetes import client
+
+    run_dir = Path(tempfile.mkdtemp(prefix="msa-bench-operator-"))
+    kube, bao, operator = LocalKube(), OpenBao(), None
+    report: dict = {"bindings": args.bindings, "refresh": args.refresh, "run_dir": str(run_dir)}
+    try:
+        kube.start(run_dir / "kube")
+        bao.start(run_dir / "bao")
+        kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "mlflowauthbindings.yaml"))
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+        api = kube.api_client()
+        api.configuration.connection_pool_maxsize = 16
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        bao.write_read_policy("bench", ["secret/data/bench/*"])
+        token = bao.client().auth.token.create(policies=["bench"], ttl="2h")["auth"]["client_token"]
+        core.create_namespaced_secret(NAMESPACE, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="vault-token"), string_data={"token": token}))
+        kv = bao.client().secrets.kv.v2
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: kv.create_or_update_secret(
+                path=f"bench/b{i}", secret={"token": f"bench-token-{i:05d}"}), range(args.bindings)))
+
+        metrics_port, health_port = free_port(), free_port()
+        operator = ManagedProcess("operator", [sys.executable, "-m", "mlflow_secrets_auth_operator"],
+                                  run_dir / "operator.log", cwd=ROOT, env={
+            "KUBECONFIG": str(kube.kubeconfig), "MSA_METRICS_ADDRESS": "127.0.0.1",
+            "MSA_METRICS_PORT": str(metrics_port), "MSA_HEALTH_ADDRESS": "127.0.0.1",
+            "MSA_HEALTH_PORT": str(health_port), "MSA_LOG_LEVEL": "WARNING",
+            "MSA_WORKERS": args.workers}).start()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), 60, "operator",
+                   proc=operator)
+
+        def create(i: int) -> None:
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
+                "metadata": {"name": f"b{i}"},
+                "spec": {"provider": {"vault": {"address": bao.addr, "path": f"bench/b{i}",
+                                                "auth": {"token": {"secretRef": {
+                                                    "name": "vault-token", "key": "token"}}}}},
+                         "refresh": {"interval": args.refresh}}})
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(args.bindings)))
+        report["create_seconds"] = round(time.monotonic() - started, 1)
+        ready = 0
+        while time.monotonic() - started < args.timeout:
+            ready = ready_count(custom)
+            if ready >= args.bindings:
+                break
+            time.sleep(1.0)
+        report["all_ready_seconds"] = round(time.monotonic() - started, 1) \
+            if ready >= args.bindings else None
+        report["ready"] = ready
+        report["provider_reads_ok"] = metric(metrics_url, "msa_provider_calls_total",
+                                             provider="vault", result="ok")
+        report["provider_calls_total"] = metric(metrics_url, "msa_provider_calls_total")
+        report["secret_writes"] = metric(metrics_url, "msa_secret_writes_total")
+        if args.observe_refresh:
+            from mlflow_secrets_auth_api import parse_duration
+
+            before = report["provider_calls_total"]
+            time.sleep(parse_duration(args.refresh) + 10)
+            report["provider_calls_in_one_refresh"] = metric(
+                metrics_url, "msa_provider_calls_total") - before
+        report["operator_peak_rss_mib"] = round(peak_rss_mib(operator.pid), 1)
+        report["operator_alive"] = operator.alive()
+    finally:
+        if operator is not None:
+            operator.stop()
+        bao.stop()
+        kube.stop()
+    print(json.dumps(report, indent=2))
+    return 0 if report.get("all_ready_seconds") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

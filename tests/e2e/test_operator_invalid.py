@@ -1,0 +1,45 @@
+"""Invalid bindings: each is rejected at apply (OpenAPI + CEL, by the real API server) or reported
+with a condition naming the field; the operator stays healthy throughout."""
+from __future__ import annotations
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.fixtures_operator import create_binding, put_secret, wait_ready
+from tests.unit.api.examples import INVALID, VALID
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_binding_is_rejected_at_apply_naming_the_field(case, operator, kube_api, namespace):
+    example = INVALID[case]
+    with pytest.raises(ApiException) as err:
+        create_binding(kube_api, namespace, example.name or "bad", example.spec)
+    assert err.value.status in (400, 422), err.value.body
+    assert example.field.split(".")[-1] in err.value.body, err.value.body
+    assert operator.healthy()
+
+
+@pytest.mark.parametrize("case,spec,reason,field", [
+    ("missing-token-secret", VALID["vault-token-bearer"], "SecretRefNotFound",
+     "spec.provider.vault.auth.token.secretRef"),
+    ("missing-service-account", VALID["vault-kubernetes-basic-kv1"], "ServiceAccountNotFound",
+     "spec.provider.vault.auth.kubernetes.serviceAccountName"),
+    ("operator-identity-not-allowed", VALID["azure-operator-identity"], "OperatorIdentityNotAllowed",
+     "spec.provider.azureKeyVault.auth.operatorIdentity"),
+    ("aws-keys-secret-missing", VALID["aws-static-keys-binary-base64"], "SecretRefNotFound",
+     "spec.provider.awsSecretsManager.auth.staticKeys.secretRef"),
+])
+def test_binding_the_api_accepts_but_cannot_work_is_reported_naming_the_field(
+        case, spec, reason, field, operator, kube_api, namespace):
+    create_binding(kube_api, namespace, case, spec)
+    binding = wait_ready(kube_api, namespace, case, status="False", reason=reason)
+    assert field in binding["status"]["conditions"][0]["message"]
+    assert operator.healthy()
+
+
+def test_a_token_secret_without_the_key_names_the_key(operator, kube_api, namespace):
+    put_secret(kube_api, namespace, "vault-token", {"other": "x" * 12})
+    create_binding(kube_api, namespace, "nokey", VALID["vault-token-bearer"])
+    binding = wait_ready(kube_api, namespace, "nokey", status="False", reason="SecretRefNotFound")
+    assert "'token'" in binding["status"]["conditions"][0]["message"]
+    assert operator.healthy()
