@@ -99,7 +99,8 @@ class KubeApi:
     def patch_status(self, namespace: str, name: str, status: Mapping) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
-            _preload_content=False, _request_timeout=self.timeout)
+            _content_type="application/merge-patch+json", _preload_content=False,
+            _request_timeout=self.timeout)
 
     def post_event(self, binding_meta: Mapping, type_: str, reason: str, message: str,
                    now: datetime) -> None:

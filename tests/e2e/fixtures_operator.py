@@ -125,8 +125,8 @@ def get_binding(kube_api, namespace: str, name: str) -> dict:
 
 
 def patch_binding(kube_api, namespace: str, name: str, patch: dict) -> dict:
-    return custom_api(kube_api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                               name, patch)
+    return custom_api(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/merge-patch+json")
 
 
 def ready_condition(binding: dict) -> Optional[dict]:

@@ -90,15 +90,14 @@ def _session(boto3, region, credentials, endpoint_url, config, verify):
                                      region_name=region)
     if isinstance(credentials, AwsWebIdentity):
         botocore = require("botocore", "aws")
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        # AssumeRoleWithWebIdentity is an unsigned call: no ambient credentials are involved.
         sts = boto3.session.Session(region_name=region).client(
-            "sts", region_name=region, endpoint_url=endpoint_url, config=config, verify=verify)
+            "sts", region_name=region, endpoint_url=endpoint_url, verify=verify,
+            config=config.merge(Config(signature_version=UNSIGNED)))
         try:
-            # AssumeRoleWithWebIdentity is an unsigned call: no ambient credentials are used.
-            from botocore import UNSIGNED
-            from botocore.config import Config
-            sts = boto3.session.Session(region_name=region).client(
-                "sts", region_name=region, endpoint_url=endpoint_url, verify=verify,
-                config=config.merge(Config(signature_version=UNSIGNED)))
             resp = sts.assume_role_with_web_identity(
                 RoleArn=credentials.role_arn, RoleSessionName=credentials.session_name,
                 WebIdentityToken=credentials.token)

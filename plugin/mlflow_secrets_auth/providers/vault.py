@@ -119,6 +119,9 @@ def _read(client, mount: str, path: str, version: str, hvac) -> SecretValue:
         raise SecretNotFound(f"no secret at {where}; check spec.provider.vault.mount, path and "
                              f"kvVersion") from None
     except hvac.exceptions.Forbidden as exc:
+        if not _token_valid(client, hvac):
+            raise AuthenticationFailed("Vault rejected the token (invalid, expired or revoked); "
+                                       "renew it or fix the login") from None
         raise PermissionDenied(f"this identity may not read {where}: {_errors(exc)}; grant read "
                                f"on the path to the namespace's Vault role") from None
     except hvac.exceptions.Unauthorized as exc:
@@ -128,8 +131,22 @@ def _read(client, mount: str, path: str, version: str, hvac) -> SecretValue:
     return SecretValue(content=json.dumps(data, sort_keys=True), version=ver)
 
 
+def _token_valid(client, hvac) -> bool:
+    """After a 403: is it the token (invalid/expired) or the policy? Asks Vault once."""
+    try:
+        client.auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        return False
+    except Exception:  # noqa: BLE001 - cannot tell: report the permission problem
+        return True
+    return True
+
+
 def _errors(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if errors:
-        return "; ".join(str(e) for e in errors)[:300]
-    return type(exc).__name__
+        text = "; ".join(str(e) for e in errors)
+    else:
+        text = type(exc).__name__
+    text = " ".join(text.replace("1 error occurred:", "").replace("*", " ").split())
+    return text[:300]
