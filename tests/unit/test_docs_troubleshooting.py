@@ -7,13 +7,14 @@ PAGE = (ROOT / "docs" / "troubleshooting.md").read_text()
 SOURCES = [*(ROOT / "operator").rglob("*.py"), *(ROOT / "plugin" / "mlflow_secrets_auth" / "providers").rglob("*.py")]
 
 # Where a reason is born: `reason = "X"` on an error class, SyncError("X", ...),
-# Outcome.failure("X", ...), FailureDecision(..., "X", ...), and the Synced constant.
+# Outcome.failure("X", ...), FailureDecision(..., "X", ...), and CamelCase module constants.
 _PATTERNS = [
     r"\breason\s*=\s*\"([A-Z][A-Za-z]+)\"",
     r"SyncError\(\s*\"([A-Z][A-Za-z]+)\"",
     r"failure\(\s*\"([A-Z][A-Za-z]+)\"",
     r"FailureDecision\(\s*\w+,\s*\"([A-Z][A-Za-z]+)\"",
     r"^SYNCED\s*=\s*\"([A-Z][A-Za-z]+)\"",
+    r"^[A-Z][A-Z_]*\s*=\s*\"([A-Z][a-z]+(?:[A-Z][a-z]+)+)\"\s*$",   # e.g. HOLDING = "TokenRefreshRetrying"
 ]
 
 
