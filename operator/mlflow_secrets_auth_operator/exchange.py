@@ -75,17 +75,6 @@ class AccessToken:
     def lifetime(self) -> Optional[timedelta]:
         return None if self.expires_at is None else self.expires_at - self.issued_at
 
-    def credential_fields(self) -> dict:
-        """The Secret's keys for this token (the pod contract's bearer layout)."""
-        fields = {
-            "header-name": "Authorization",
-            "header-value": f"Bearer {self.access_token}",
-            "token": self.access_token,
-        }
-        if self.expires_at is not None:
-            fields["expires-at"] = rfc3339(self.expires_at)
-        return fields
-
 
 def rfc3339(when: datetime) -> str:
     return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -335,21 +324,6 @@ def refresh_time(issued_at: datetime, expires_at: Optional[datetime], *,
     return at
 
 
-def retry_time(now: datetime, expires_at: Optional[datetime], attempt: int, *,
-               rng: Random = random.random, base: timedelta = timedelta(seconds=5),
-               cap: timedelta = timedelta(minutes=5)) -> datetime:
-    """When to try again after ``attempt`` failed refreshes (1, 2, ...): exponential backoff with
-    full jitter, capped, and never later than a quarter of the time the current token has left,
-    so several attempts fit before it expires."""
-    delay = min(cap.total_seconds(), base.total_seconds() * (2 ** max(attempt - 1, 0)))
-    delay = delay * (0.5 + 0.5 * rng())
-    if expires_at is not None:
-        left = (expires_at - now).total_seconds()
-        if left > 0:
-            delay = min(delay, max(left / 4, 1.0))
-    return now + timedelta(seconds=max(delay, 1.0))
-
-
 # --- HTTP ---------------------------------------------------------------------------------------
 class TokenClient:
     """Mints tokens over HTTP. Holds the discovery cache and the CA files; no other state.
@@ -490,58 +464,50 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 240 else text[:237] + "..."
 
 
-# --- what the reconciler calls ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Minted:
-    """A fresh token as the reconciler needs it: the Secret's fields and the schedule."""
-
-    token: AccessToken = field(repr=False)
-    fields: dict = field(repr=False)          # the pod contract's bearer keys (+ expires-at)
-    expires_at: Optional[datetime]
-    refresh_at: Optional[datetime]            # None: expiry unknown, use spec.refresh.interval
-
-
-def mint_credential(fetched: Mapping[str, object], cfg: OAuth2ClientCredentials,
-                    client: TokenClient, *, where: str = "the secret",
-                    rng: Random = random.random) -> Minted:
-    """Client id and secret from ``fetched`` (the secret manager's fields) -> a minted bearer
-    credential with its refresh time. Raises :class:`ExchangeError` (``.reason``, ``.transient``)."""
-    creds = client_credentials_from(fetched, cfg, where)
-    token = client.mint(creds, cfg)
-    return Minted(token, token.credential_fields(), token.expires_at,
-                  refresh_time(token.issued_at, token.expires_at, rng=rng))
+# --- the loop's hooks (operator/.../loop.py: settle) --------------------------------------------
+def next_token_refresh(now: datetime, interval_next: datetime, expires_at: Optional[datetime], *,
+                       rng: Random = random.random) -> datetime:
+    """The next sync of a binding with an exchange that just minted a token expiring at
+    ``expires_at``: the token's :func:`refresh_time` (about two thirds, with jitter) or the
+    binding's own interval schedule ``interval_next``, whichever comes first."""
+    at = refresh_time(now, expires_at, rng=rng)
+    return interval_next if at is None else min(at, interval_next)
 
 
-@dataclass(frozen=True)
-class FailureDecision:
-    """What a failed refresh means for the binding (pure, see :func:`decide_after_failure`)."""
-
-    ready: bool
-    reason: str
-    message: str
-    retry_at: datetime
-    keep_current: bool   # leave the Secret's current token in place
+HOLDING = "TokenRefreshRetrying"
 
 
-def decide_after_failure(err: ExchangeError, now: datetime, current_expires_at: Optional[datetime],
-                         attempt: int, *, rng: Random = random.random) -> FailureDecision:
-    """A failed exchange keeps the current token until it expires.
+def hold_ready_while_token_valid(status: dict, previous: Mapping, outcome, now: datetime) -> dict:
+    """After a failed sync of a binding with an exchange: while the token in the Secret is valid
+    and the failure is transient (issuer or secret manager down), the binding stays Ready with
+    reason ``TokenRefreshRetrying``; the operator keeps retrying. Otherwise ``status`` unchanged
+    (not Ready with the failure's reason: at once for errors a person must fix, and once the
+    token has expired for outages)."""
+    if getattr(outcome, "ok", True) or not getattr(outcome, "transient", False):
+        return status
+    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"),
+               None)
+    expires = _parse_time((previous or {}).get("expiresAt"))
+    if old is None or old.get("status") != "True" or expires is None or expires <= now:
+        return status
+    conditions = list(status.get("conditions") or [])
+    for i, cond in enumerate(conditions):
+        if cond.get("type") == "Ready":
+            held = dict(cond)
+            held.update(status="True", reason=HOLDING,
+                        lastTransitionTime=old.get("lastTransitionTime", cond.get(
+                            "lastTransitionTime")),
+                        message=(f"refreshing the access token failed ({outcome.reason}: "
+                                 f"{outcome.message}); the current token stays in use until it "
+                                 f"expires at {rfc3339(expires)}, retrying")[:1024])
+            conditions[i] = held
+    return {**status, "conditions": conditions}
 
-    A transient failure (issuer down, 5xx, garbled answer) leaves the binding Ready while the
-    current token is still valid (reason ``TokenRefreshRetrying``) and retries with backoff that
-    fits before the expiry; once the token has expired the binding is not Ready with the error's
-    reason. A failure that needs a person (client disabled or its secret changed, scope refused,
-    bad config) makes the binding not Ready at once, so the problem shows while pods still work;
-    the current token stays in the Secret until it expires either way.
-    """
-    retry_at = retry_time(now, current_expires_at, attempt, rng=rng)
-    valid = current_expires_at is not None and current_expires_at > now
-    until = f"; the current token stays in use until it expires at " \
-            f"{rfc3339(current_expires_at)}" if valid and current_expires_at else ""
-    expired = f"; the last token expired at {rfc3339(current_expires_at)}" \
-        if current_expires_at is not None and not valid else ""
-    if err.transient and valid:
-        return FailureDecision(True, "TokenRefreshRetrying",
-                               f"refreshing the access token failed ({err.reason}: {err.message})"
-                               f"{until}; next attempt at {rfc3339(retry_at)}", retry_at, True)
-    return FailureDecision(False, err.reason, f"{err.message}{until}{expired}", retry_at, valid)
+
+def _parse_time(text) -> Optional[datetime]:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from mlflow_secrets_auth_api.binding import ANNOTATION_SYNC, secret_name_for
 
-from . import builders, reconcile
+from . import builders, exchange, reconcile
 from .reconcile import Context
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,10 @@ def settle(body: Mapping, outcome: builders.Outcome, state: BindingState, ctx: C
         state.failures = 0
         next_time = builders.next_refresh(now, interval, outcome.expires_at,
                                           jitter=ctx.settings.refresh_jitter, rng=ctx.rng)
+        if spec.get("exchange"):  # a minted token: ~2/3 of its lifetime, jittered (exchange.py)
+            next_time = exchange.next_token_refresh(now, builders.next_refresh(
+                now, interval, None, jitter=ctx.settings.refresh_jitter, rng=ctx.rng),
+                outcome.expires_at, rng=ctx.rng)
     else:
         state.failures += 1
         next_time = builders.retry_after_failure(
@@ -143,9 +147,12 @@ def settle(body: Mapping, outcome: builders.Outcome, state: BindingState, ctx: C
         previous, outcome, binding_name=name, provider=reconcile._provider_kind(body),
         generation=meta.get("generation"), now=now, next_refresh=next_time,
         sync_request=_request_of(body), secret_exists=secret_exists)
+    if spec.get("exchange"):  # an outage keeps a valid minted token Ready (exchange.py)
+        status = exchange.hold_ready_while_token_valid(status, previous, outcome, now)
     ctx.kube.patch_status(namespace, name, status)
     _announce(meta, outcome, status, state, ctx, now)
-    ctx.metrics.ready.labels(namespace, name).set(1 if outcome.ok else 0)
+    ctx.metrics.ready.labels(namespace, name).set(
+        1 if status["conditions"][0]["status"] == "True" else 0)
     expires = builders.parse_time(status.get("expiresAt") or previous.get("expiresAt"))
     if expires is not None:
         ctx.metrics.seconds_to_expiry.labels(namespace, name).set((expires - now).total_seconds())

@@ -200,7 +200,6 @@ def test_an_opaque_token_without_expires_in_has_no_known_expiry(server, client):
     token = client.mint(CREDS, cfg(token_url=server.url + "/token"))
     assert token.expires_at is None
     assert ex.refresh_time(token.issued_at, token.expires_at) is None
-    assert "expires-at" not in token.credential_fields()
 
 
 def test_jwt_exp_ignores_tokens_that_are_not_jwts():
@@ -208,13 +207,6 @@ def test_jwt_exp_ignores_tokens_that_are_not_jwts():
     assert ex.jwt_exp("a.b.c") is None
     assert ex.jwt_exp(jwt({"exp": "soon"})) is None
     assert ex.jwt_exp(jwt({"sub": "x"})) is None
-
-
-def test_the_credential_fields_follow_the_pod_contract_for_bearer_tokens(server, client):
-    server.token(body={"access_token": TOKEN, "token_type": "Bearer", "expires_in": 61.5})
-    fields = client.mint(CREDS, cfg(token_url=server.url + "/token")).credential_fields()
-    assert fields == {"header-name": "Authorization", "header-value": f"Bearer {TOKEN}",
-                      "token": TOKEN, "expires-at": "2025-01-01T12:01:01Z"}
 
 
 # --- error classification -----------------------------------------------------------------------
@@ -396,50 +388,3 @@ def test_refresh_stays_ahead_of_expiry_for_very_short_tokens():
     at = ex.refresh_time(NOW, NOW + timedelta(seconds=6), rng=lambda: 0.999, min_lead=timedelta(seconds=5))
     assert at == NOW + timedelta(seconds=1)
     assert ex.refresh_time(NOW, NOW + timedelta(seconds=3), rng=lambda: 0.5) == NOW
-
-
-def test_retries_back_off_but_fit_before_the_current_token_expires():
-    expires = NOW + timedelta(seconds=20)
-    delays = [(ex.retry_time(NOW, expires, n, rng=lambda: 0.999) - NOW).total_seconds()
-              for n in range(1, 6)]
-    assert delays[0] < delays[1]
-    assert all(d <= 5.0 for d in delays)  # a quarter of the 20 s left
-    long = ex.retry_time(NOW, None, 20, rng=lambda: 0.999)
-    assert long - NOW <= timedelta(minutes=5)
-    assert ex.retry_time(NOW, NOW - timedelta(seconds=1), 1, rng=lambda: 0.0) - NOW >= timedelta(seconds=1)
-
-
-# --- what the reconciler gets -------------------------------------------------------------------
-def test_mint_credential_reads_the_client_from_the_fetched_secret_and_schedules_the_refresh(server, client):
-    server.token(body={"access_token": TOKEN, "token_type": "Bearer", "expires_in": 90})
-    minted = ex.mint_credential({"client_id": "mlflow-ci", "client_secret": SECRET},
-                                cfg(token_url=server.url + "/token"), client, rng=lambda: 0.5)
-    assert minted.expires_at == NOW + timedelta(seconds=90)
-    assert minted.refresh_at == NOW + timedelta(seconds=60)
-    assert minted.fields["token"] == TOKEN
-    assert TOKEN not in repr(minted) and SECRET not in repr(minted)
-
-
-def test_an_outage_keeps_the_binding_ready_while_the_current_token_is_valid():
-    err = ex.ProviderUnavailable("token request to http://kc/token failed: refused")
-    decision = ex.decide_after_failure(err, NOW, NOW + timedelta(seconds=40), 1, rng=lambda: 0.5)
-    assert decision.ready and decision.keep_current
-    assert decision.reason == "TokenRefreshRetrying"
-    assert "2025-01-01T12:00:40Z" in decision.message and "refused" in decision.message
-    assert NOW < decision.retry_at <= NOW + timedelta(seconds=10)
-
-
-def test_an_outage_past_the_token_expiry_makes_the_binding_not_ready():
-    err = ex.ProviderUnavailable("token request to http://kc/token failed: refused")
-    decision = ex.decide_after_failure(err, NOW, NOW - timedelta(seconds=1), 3, rng=lambda: 0.5)
-    assert not decision.ready and not decision.keep_current
-    assert decision.reason == "ProviderUnavailable"
-    assert "expired at 2025-01-01T11:59:59Z" in decision.message
-
-
-def test_a_revoked_client_makes_the_binding_not_ready_at_once_but_keeps_the_valid_token():
-    err = ex.classify_error(401, {"error": "invalid_client"}, CREDS)
-    decision = ex.decide_after_failure(err, NOW, NOW + timedelta(seconds=40), 1)
-    assert not decision.ready and decision.keep_current
-    assert decision.reason == "AuthenticationFailed"
-    assert "mlflow-ci" in decision.message and "until it expires" in decision.message
