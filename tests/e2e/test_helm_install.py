@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -23,6 +24,12 @@ from tests.e2e.waiting import wait_for
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
 CRD = "mlflowauthbindings.mlflow-secrets-auth.io"
+
+
+def _chart_crd_names() -> list[str]:
+    docs = [d for p in sorted((CHART / "files" / "crds").glob("*.yaml"))
+            for d in yaml.safe_load_all(p.read_text()) if d]
+    return [d["metadata"]["name"] for d in docs if d.get("kind") == "CustomResourceDefinition"]
 
 
 class Release:
@@ -40,21 +47,22 @@ class Release:
         return proc
 
     def install(self) -> None:
-        self._adopt_existing_crd()
+        self._adopt_existing_crds()
         self.helm("install", self.name, str(CHART), "--namespace", self.namespace,
                   "--set-json",
                   f'webhook.namespaceSelector={{"matchLabels":{{"mlflow-secrets-auth.io/helm-e2e":"{self.name}"}}}}',
                   "--timeout", "2m")
 
-    def _adopt_existing_crd(self) -> None:
-        """Let this release own a CRD another test (or an earlier release) created: helm adopts an
+    def _adopt_existing_crds(self) -> None:
+        """Let this release own CRDs another test (or an earlier release) created: helm adopts an
         object that carries its release annotations, and `crds.keep` leaves it on uninstall."""
-        if self.kube.kubectl("get", "crd", CRD, check=False).returncode != 0:
-            return
-        self.kube.kubectl("annotate", "--overwrite", "crd", CRD,
-                          f"meta.helm.sh/release-name={self.name}",
-                          f"meta.helm.sh/release-namespace={self.namespace}")
-        self.kube.kubectl("label", "--overwrite", "crd", CRD, "app.kubernetes.io/managed-by=Helm")
+        for crd in _chart_crd_names():
+            if self.kube.kubectl("get", "crd", crd, check=False).returncode != 0:
+                continue
+            self.kube.kubectl("annotate", "--overwrite", "crd", crd,
+                              f"meta.helm.sh/release-name={self.name}",
+                              f"meta.helm.sh/release-namespace={self.namespace}")
+            self.kube.kubectl("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
 
     def get(self, *args: str) -> dict:
         return json.loads(self.kube.kubectl("get", *args, "-o", "json").stdout)
@@ -197,4 +205,20 @@ def test_uninstall_removes_the_webhook_configuration_and_keeps_the_crd(kube):
         assert gone.returncode != 0 and "NotFound" in gone.stderr
         assert rel.get("crd", CRD)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     finally:
+        _cleanup(rel)
+
+
+def test_operator_replicas_install_their_peering_object_after_the_crds(kube):
+    rel = _new_release(kube)
+    try:
+        rel._adopt_existing_crds()
+        rel.helm("install", rel.name, str(CHART), "--namespace", rel.namespace,
+                 "--set", "operator.replicas=2", "--set", "webhook.enabled=false", "--timeout", "2m")
+        peering = rel.get("clusterkopfpeering", f"{rel.fullname}-operator")
+        assert peering["metadata"]["name"] == f"{rel.fullname}-operator"
+        assert rel.can(rel.operator_sa, "patch", f"clusterkopfpeerings.kopf.dev/{rel.fullname}-operator")
+        assert not rel.can(rel.operator_sa, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+    finally:
+        kube.kubectl("delete", "clusterkopfpeering", f"{rel.fullname}-operator", "--ignore-not-found",
+                     check=False)
         _cleanup(rel)

@@ -97,3 +97,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- $ns := .Release.Namespace -}}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
 {{- end }}
+
+{{/* kopf peering name: empty (standalone) for one operator replica, else the release's name. */}}
+{{- define "msa.operator.peering" -}}
+{{- if gt (int .Values.operator.replicas) 1 }}
+{{- include "msa.operator.fullname" . }}
+{{- end }}
+{{- end }}

@@ -30,6 +30,16 @@ class Rendered(list):
         return self.of_kind("Deployment")
 
 
+def pytest_collection_finish(session) -> None:
+    """Build the pinned helm before any test runs (first time: a few minutes), so that the build
+    does not count against a test's timeout. Covers the chart tests and tests/e2e/test_helm_*.py."""
+    if session.config.option.collectonly:
+        return
+    if any("tests/unit/chart/" in item.nodeid or Path(str(item.fspath)).name.startswith("test_helm_")
+           for item in session.items):
+        ensure_helm()
+
+
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
     return str(ensure_helm())

@@ -11,6 +11,7 @@ MODES = {
         "metrics": {"serviceMonitor": {"enabled": True}},
         "networkPolicy": {"enabled": True},
     },
+    "peering operator replicas": {"operator": {"replicas": 2}},
     "own TLS secret, namespaced operator, no CRDs": {
         "tls": {"mode": "secret", "secret": {"name": "my-tls", "caBundle": "-----BEGIN CERTIFICATE-----"}},
         "operator": {"watchNamespaces": ["team-a", "team-b"]},

@@ -64,3 +64,27 @@ def test_watch_namespaces_grants_the_operator_role_only_in_those_namespaces(rend
     cluster_wide = [b["roleRef"]["name"] for b in rendered.of_kind("ClusterRoleBinding")]
     assert f"{RELEASE_PREFIX}-operator" not in cluster_wide
     assert f"{RELEASE_PREFIX}-operator-crd-observer" in cluster_wide
+
+
+def test_single_operator_replica_needs_no_peering_access(render):
+    grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
+    assert not any(group == "kopf.dev" for group, _ in grants)
+
+
+def test_operator_replicas_peer_through_their_own_peering_object_only(render):
+    rendered = render({"operator": {"replicas": 2}})
+    rules = _rules_of(rendered, f"{RELEASE_PREFIX}-operator")
+    writes = [r for r in rules if r["apiGroups"] == ["kopf.dev"] and "patch" in r["verbs"]]
+    assert writes and all(r["resourceNames"] == [f"{RELEASE_PREFIX}-operator"] for r in writes)
+    peering = rendered.one("ClusterKopfPeering", f"{RELEASE_PREFIX}-operator")
+    # a hook: its kind only exists once the chart's CRDs are created
+    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
+    env = {e["name"]: e.get("value") for e in rendered.one(
+        "Deployment", f"{RELEASE_PREFIX}-operator")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MSA_PEERING"] == f"{RELEASE_PREFIX}-operator"
+
+
+def test_namespaced_operator_replicas_get_a_peering_object_per_namespace(render):
+    rendered = render({"operator": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]}})
+    assert sorted(p["metadata"]["namespace"] for p in rendered.of_kind("KopfPeering")) == ["team-a", "team-b"]
+    assert rendered.of_kind("ClusterKopfPeering") == []

@@ -50,10 +50,16 @@ def test_each_component_has_its_own_service_account(render):
     assert len(set(accounts.values())) == 2, accounts
 
 
-def test_operator_is_a_single_replica_replaced_not_rolled(render):
+def test_operator_is_a_single_replica_replaced_not_rolled_by_default(render):
     operator = render().one("Deployment", "msa-mlflow-secrets-auth-operator")
     assert operator["spec"]["replicas"] == 1
     assert operator["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_peering_operator_replicas_roll(render):
+    operator = render({"operator": {"replicas": 3}}).one("Deployment", "msa-mlflow-secrets-auth-operator")
+    assert operator["spec"]["replicas"] == 3
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_webhook_has_a_disruption_budget_keeping_one_replica(render):
