@@ -29,13 +29,14 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dev.stack._proc import StackError, cache_dir, kill_pidfile_group
+from dev.stack._proc import StackError, cache_dir
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
 
@@ -165,10 +166,21 @@ def cmd_up(names: list[str]) -> int:
     return 0
 
 
-def _stop_entry(entry: dict[str, Any]) -> None:
+def _stop_entry(entry: dict[str, Any], timeout: float = 15.0) -> None:
+    """SIGTERM each recorded process group, then SIGKILL what is still running after ``timeout``.
+
+    A zombie (exited, not yet reaped by whoever adopted it) counts as stopped: its cmdline is empty.
+    """
     for proc in reversed(entry.get("processes", [])):
-        if _pid_matches(proc["pid"], proc["argv0"]):
-            kill_pidfile_group(proc["pid"])
+        pid, argv0 = proc["pid"], proc["argv0"]
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if not _pid_matches(pid, argv0):
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+            deadline = time.monotonic() + wait
+            while _pid_matches(pid, argv0) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def cmd_down(names: list[str]) -> int:

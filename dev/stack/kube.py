@@ -47,9 +47,9 @@ CONTROLLERS = (
 def pinned_version() -> str:
     """The Kubernetes version that ``dev/k8s/go.mod`` requires (the one source of it)."""
     text = (MODULE_DIR / "go.mod").read_text()
-    match = re.search(r"^require k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", text, re.MULTILINE)
+    match = re.search(r"^(?:require)?\s*k8s\.io/kubernetes (v\d+\.\d+\.\d+)\b", text, re.MULTILINE)
     if not match:
-        raise StackError(f"{MODULE_DIR / 'go.mod'}: no `require k8s.io/kubernetes vX.Y.Z` line")
+        raise StackError(f"{MODULE_DIR / 'go.mod'}: no `k8s.io/kubernetes vX.Y.Z` requirement")
     return match.group(1)
 
 

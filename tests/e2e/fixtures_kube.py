@@ -18,11 +18,26 @@ import pytest
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
 
-__all__ = ["kube", "kube_api", "namespace", "openbao"]
+__all__ = ["kube", "kube_api", "namespace", "openbao", "pytest_collection_finish"]
 
 
 def _use_existing_cluster() -> bool:
     return os.environ.get("MSA_USE_EXISTING_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_collection_finish(session) -> None:
+    """Build the control plane before any test runs (first time: 10-25 min), so that the build
+    does not count against a test's timeout."""
+    if _use_existing_cluster() or session.config.option.collectonly:
+        return
+    if any("kube" in getattr(item, "fixturenames", ()) for item in session.items):
+        cluster = LocalKube()
+        if not cluster.installed():
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"building the Kubernetes {cluster.version} control plane "
+                                    f"into {cluster.bin_dir} (first run only, 10-25 min)")
+        cluster.ensure_installed()
 
 
 @pytest.fixture(scope="session")
