@@ -27,7 +27,7 @@ def bindings_probe(memo: kopf.Memo, **_) -> int:
 
 
 @kopf.on.event(*RESOURCE)
-def observe(body: kopf.Body, memo: kopf.Memo, type: str, **_) -> None:  # noqa: A002
+async def observe(body: kopf.Body, memo: kopf.Memo, type: str, **_) -> None:  # noqa: A002
     if type in (None, "ADDED", "MODIFIED"):
         loop.notice(body, memo)
 
