@@ -1,0 +1,76 @@
+"""`create_app(settings)`: the FastAPI app serving /mutate, /healthz, /readyz and /metrics."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from .admission import BadReview, ListBindings, admit
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("mlflow_secrets_auth_webhook.app")
+MAX_BODY = 3 * 1024 * 1024  # the API server caps requests near this size
+
+
+def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None, *,
+               metrics: Optional[Metrics] = None,
+               ready: Callable[[], bool] = lambda: True,
+               serve_metrics: bool = True) -> FastAPI:
+    """The webhook app. `list_bindings(namespace)` returns the namespace's raw MlflowAuthBindings
+    (a blocking call; it runs in a worker thread); by default, live from the API server."""
+    if list_bindings is None:
+        from .bindings import KubeBindingSource, load_api_client
+
+        list_bindings = KubeBindingSource(load_api_client())
+    metrics = metrics or Metrics.create()
+    app = FastAPI(title="mlflow-secrets-auth webhook", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                raise BadReview(f"body larger than {MAX_BODY} bytes")
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                raise BadReview(f"the body is not JSON ({type(exc).__name__})") from exc
+            outcome = await run_in_threadpool(admit, body, list_bindings, settings)
+        except BadReview as exc:
+            metrics.admissions.labels(result="bad_request").inc()
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception:  # noqa: BLE001 - never a 5xx to the API server; log and answer 400
+            log.exception("unexpected error while admitting")
+            metrics.admissions.labels(result="bad_request").inc()
+            return JSONResponse({"error": "the review could not be processed"}, status_code=400)
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+        metrics.admissions.labels(result=outcome.result).inc()
+        return JSONResponse(outcome.body)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if ready():
+            return PlainTextResponse("ready")
+        return PlainTextResponse("not ready", status_code=503)
+
+    if serve_metrics:
+        @app.get("/metrics")
+        async def prometheus() -> Response:
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,22 @@
+"""JSON logs on stderr (python-json-logger). Secret values never reach a log call."""
+from __future__ import annotations
+
+import logging
+import sys
+
+try:  # python-json-logger >= 3
+    from pythonjsonlogger.json import JsonFormatter
+except ImportError:  # pragma: no cover - python-json-logger 2.x
+    from pythonjsonlogger.jsonlogger import JsonFormatter
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"levelname": "level", "asctime": "time"}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

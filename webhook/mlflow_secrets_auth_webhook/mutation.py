@@ -1,0 +1,187 @@
+"""The pure mutation: (pod, binding, settings) -> JSON patch (RFC 6902) operations.
+
+Nothing here talks to the API server or reads a secret value; the Secret enters the pod only as
+a projected volume by name.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from jsonpointer import escape
+
+from mlflow_secrets_auth_api import ANNOTATION_INJECTED, MlflowAuthBinding, secret_name_for
+
+from .settings import PAYLOAD_DIR, PLUGIN_DIR, Settings
+
+INIT_CONTAINER_NAME = "mlflow-secrets-auth-init"
+PLUGIN_VOLUME = "mlflow-secrets-auth-plugin"
+CREDENTIAL_VOLUME = "mlflow-secrets-auth-credential"
+COPY_COMMAND = ["cp", "-R", f"{PAYLOAD_DIR}/.", f"{PLUGIN_DIR}/"]
+AUTH_PROVIDER_NAME = "mlflow_secrets_auth"
+
+Patch = List[Dict[str, Any]]
+
+
+def is_injected(pod: Dict[str, Any]) -> bool:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANNOTATION_INJECTED) == "true":
+        return True
+    init = (pod.get("spec") or {}).get("initContainers") or []
+    return any(c.get("name") == INIT_CONTAINER_NAME for c in init)
+
+
+def credential_secret_name(binding: MlflowAuthBinding) -> str:
+    return binding.status.secret_name or secret_name_for(binding.metadata.name)
+
+
+def credential_dir_for(container: Dict[str, Any], settings: Settings) -> str:
+    """Where the credential is mounted: the container's own absolute MLFLOW_SECRETS_AUTH_DIR, if it
+    sets one, so that its choice is honoured rather than silently pointing at an empty path."""
+    for env in container.get("env") or []:
+        value = env.get("value")
+        if env.get("name") == "MLFLOW_SECRETS_AUTH_DIR" and isinstance(value, str) \
+                and value.startswith("/") and value.rstrip("/"):
+            return value.rstrip("/")
+    return settings.credential_dir
+
+
+def conflicts(pod: Dict[str, Any], settings: Settings) -> Optional[str]:
+    """A reason the pod cannot be injected as is (a name or path we need is already taken)."""
+    spec = pod.get("spec") or {}
+    taken = {v.get("name") for v in spec.get("volumes") or []}
+    for name in (PLUGIN_VOLUME, CREDENTIAL_VOLUME):
+        if name in taken:
+            return (f"the pod already defines volume {name!r}, which mlflow-secrets-auth injects; "
+                    f"remove that volume or the label mlflow-secrets-auth/inject")
+    for c in spec.get("initContainers") or []:
+        if c.get("name") == INIT_CONTAINER_NAME:
+            return f"the pod already has an init container named {INIT_CONTAINER_NAME!r}"
+    for c in spec.get("containers") or []:
+        paths = {m.get("mountPath", "").rstrip("/") for m in c.get("volumeMounts") or []}
+        for path in (PLUGIN_DIR, credential_dir_for(c, settings)):
+            if path in paths:
+                return (f"container {c.get('name')!r} already mounts something at {path}, where "
+                        f"mlflow-secrets-auth mounts its files; move that mount")
+    return None
+
+
+def init_container(settings: Settings) -> Dict[str, Any]:
+    return {
+        "name": INIT_CONTAINER_NAME,
+        "image": settings.inject_image,
+        "imagePullPolicy": settings.inject_image_pull_policy,
+        "command": list(COPY_COMMAND),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.init_run_as_user,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "volumeMounts": [{"name": PLUGIN_VOLUME, "mountPath": PLUGIN_DIR}],
+    }
+
+
+def volumes(binding: MlflowAuthBinding) -> List[Dict[str, Any]]:
+    return [
+        {"name": PLUGIN_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}},
+        {"name": CREDENTIAL_VOLUME, "projected": {
+            "defaultMode": 0o444,
+            "sources": [{"secret": {"name": credential_secret_name(binding)}}],
+        }},
+    ]
+
+
+def contract_env(binding: MlflowAuthBinding, credential_dir: str) -> List[Dict[str, str]]:
+    """The pod contract's env (docs/architecture.md), except PYTHONPATH (extended separately)."""
+    env = [
+        {"name": "MLFLOW_TRACKING_AUTH", "value": AUTH_PROVIDER_NAME},
+        {"name": "MLFLOW_SECRETS_AUTH_DIR", "value": credential_dir},
+    ]
+    if binding.spec.allowed_hosts:
+        env.append({"name": "MLFLOW_SECRETS_ALLOWED_HOSTS",
+                    "value": ",".join(binding.spec.allowed_hosts)})
+    if binding.spec.tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": binding.spec.tracking_uri})
+    return env
+
+
+def _container_patch(base: str, container: Dict[str, Any], binding: MlflowAuthBinding,
+                     settings: Settings) -> Patch:
+    ops: Patch = []
+    credential_dir = credential_dir_for(container, settings)
+    mounts = [
+        {"name": PLUGIN_VOLUME, "mountPath": PLUGIN_DIR, "readOnly": True},
+        {"name": CREDENTIAL_VOLUME, "mountPath": credential_dir, "readOnly": True},
+    ]
+    if container.get("volumeMounts") is None:
+        ops.append({"op": "add", "path": f"{base}/volumeMounts", "value": mounts})
+    else:
+        ops += [{"op": "add", "path": f"{base}/volumeMounts/-", "value": m} for m in mounts]
+
+    existing = container.get("env") or []
+    names = {e.get("name") for e in existing}
+    new = [e for e in contract_env(binding, credential_dir) if e["name"] not in names]
+
+    # PYTHONPATH: extend in place when the container gives a plain value; when it comes from
+    # valueFrom or may come from envFrom, define it again after, as "$(PYTHONPATH):<plugin>"
+    # (the kubelet expands $(VAR) to the value defined before), so nothing is overridden.
+    index = next((i for i in range(len(existing) - 1, -1, -1)
+                  if existing[i].get("name") == "PYTHONPATH"), None)
+    if index is not None and existing[index].get("valueFrom") is None:
+        value = existing[index].get("value") or ""
+        if PLUGIN_DIR not in value.split(":"):
+            ops.append({"op": "add", "path": f"{base}/env/{index}/value",
+                        "value": f"{value}:{PLUGIN_DIR}" if value else PLUGIN_DIR})
+    elif index is not None or container.get("envFrom"):
+        new.append({"name": "PYTHONPATH", "value": f"$(PYTHONPATH):{PLUGIN_DIR}"})
+    else:
+        new.append({"name": "PYTHONPATH", "value": PLUGIN_DIR})
+
+    if container.get("env") is None:
+        ops.append({"op": "add", "path": f"{base}/env", "value": new})
+    else:
+        ops += [{"op": "add", "path": f"{base}/env/-", "value": e} for e in new]
+    return ops
+
+
+def build_patch(pod: Dict[str, Any], binding: MlflowAuthBinding, settings: Settings) -> Patch:
+    """JSON patch operations that inject the plugin, the credential volume and the env.
+
+    Arrays and objects the pod lacks (or holds as null) are added whole; keys are escaped as JSON
+    pointers (``/`` -> ``~1``). An already injected pod gets an empty patch.
+    """
+    if is_injected(pod):
+        return []
+    spec = pod.get("spec") or {}
+    ops: Patch = []
+
+    if spec.get("initContainers") is None:
+        ops.append({"op": "add", "path": "/spec/initContainers", "value": [init_container(settings)]})
+    else:
+        ops.append({"op": "add", "path": "/spec/initContainers/0", "value": init_container(settings)})
+
+    if spec.get("volumes") is None:
+        ops.append({"op": "add", "path": "/spec/volumes", "value": volumes(binding)})
+    else:
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes(binding)]
+
+    for i, container in enumerate(spec.get("containers") or []):
+        ops += _container_patch(f"/spec/containers/{i}", container, binding, settings)
+
+    metadata = pod.get("metadata")
+    if metadata is None:
+        ops.append({"op": "add", "path": "/metadata",
+                    "value": {"annotations": {ANNOTATION_INJECTED: "true"}}})
+    elif metadata.get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations",
+                    "value": {ANNOTATION_INJECTED: "true"}})
+    else:
+        ops.append({"op": "add", "path": f"/metadata/annotations/{escape(ANNOTATION_INJECTED)}",
+                    "value": "true"})
+    return ops
