@@ -1,10 +1,13 @@
 """The ``requests`` auth object MLflow attaches to every tracking request.
 
 Imported only when MLflow first asks for the auth (``requests`` is loaded by then). Per request
-it does what a header assignment costs: a clock read, a dict lookup keyed by the URL's
-``scheme://netloc``, the header assignment and a hook append. The source is polled at most every
-``check_interval`` seconds; the allowlist is re-read from the environment at the same moments
-(and before refusing a host), so ``mlflow.set_tracking_uri`` is honoured without a restart.
+it does what a header assignment costs: a flag test, one ``str.startswith`` against the tuple
+of ``scheme://netloc/`` prefixes already found allowed, the header assignment and a hook append. No clock is read per request
+(``clock_gettime`` is a syscall on some hosts): after each poll a one-shot timer raises the
+"due" flag ``check_interval`` seconds later, and the next request polls the source (a
+``readlink`` of ``..data``). The allowlist is re-read from the environment at the same moments
+(and before refusing a host), so ``mlflow.set_tracking_uri`` is honoured without a restart. A
+forked child polls on its first request (the parent's timer thread does not survive a fork).
 
 Safety rules, each with its own code path:
 
@@ -21,7 +24,8 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional, Set
+import weakref
+from typing import Callable, Optional, Set
 
 from requests.auth import AuthBase
 
@@ -33,11 +37,30 @@ logger = logging.getLogger("mlflow_secrets_auth")
 
 _REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
 _RETRY_CODES = frozenset((401, 403))
-_CACHE_LIMIT = 256
+_PREFIX_LIMIT = 16
 
 
 def _env_allowlist_values(environ=os.environ):
     return environ.get(ALLOWED_HOSTS_ENV), environ.get(TRACKING_URI_ENV)
+
+
+def _start_timer(delay: float, callback: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, callback)
+    timer.daemon = True
+    timer.start()
+
+
+_INSTANCES: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for auth in list(_INSTANCES):
+        auth._timer_pending = False
+        auth._due = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SecretsAuth(AuthBase):
@@ -49,20 +72,21 @@ class SecretsAuth(AuthBase):
         *,
         allowlist_values: Callable[[], tuple] = _env_allowlist_values,
         check_interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
+        schedule: Callable[[float, Callable[[], None]], None] = _start_timer,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
         self._allowlist_values = allowlist_values
         self._interval = check_interval
-        self._clock = clock
+        self._schedule = schedule
         self._wall = wall_clock
-        self._next_check = float("-inf")
+        self._due = True
+        self._timer_pending = False
         self._lock = threading.Lock()
         self._cred: Optional[Credential] = None
         # (name, value) read by __call__ in one attribute load, so a concurrent swap is atomic
         self._header: Optional[tuple] = None
-        self._allowed: Dict[str, bool] = {}  # "scheme://netloc" -> True (allowed only)
+        self._ok: tuple = ()  # "scheme://netloc/" prefixes found allowed (a str.startswith arg)
         self._warned_hosts: Set[str] = set()
         self._warned_errors: Set[str] = set()
         self._expiry_warned_for: Optional[float] = None
@@ -70,19 +94,16 @@ class SecretsAuth(AuthBase):
         self._allowlist = Allowlist([], TRACKING_URI_ENV)
         self._hook = self._on_response
         self._sync_allowlist()
+        _INSTANCES.add(self)
 
     # ---- hot path -------------------------------------------------------------------------
     def __call__(self, r):
-        if self._clock() >= self._next_check:
+        if self._due:
             self._refresh(False)
-        url = r.url
-        i = url.find("/", 8)
-        prefix = url if i < 0 else url[:i]
-        if prefix not in self._allowed and not self._admit(prefix):
-            return r
         header = self._header
-        if header is not None:
-            r.headers[header[0]] = header[1]
+        if header is not None and (r.url.startswith(self._ok) or self._admit(r.url)):
+            name, value = header
+            r.headers[name] = value
             r.hooks["response"].append(self._hook)
         return r
 
@@ -92,7 +113,14 @@ class SecretsAuth(AuthBase):
         if not self._lock.acquire(blocking=force):
             return False  # another thread is polling; keep using the current credential
         try:
-            self._next_check = self._clock() + self._interval
+            self._due = False
+            if not self._timer_pending:
+                self._timer_pending = True
+                try:
+                    self._schedule(self._interval, self._mark_due)
+                except RuntimeError:  # no new threads (interpreter shutting down): poll next time
+                    self._timer_pending = False
+                    self._due = True
             self._sync_allowlist()
             try:
                 result = self._source.poll(force)
@@ -117,6 +145,10 @@ class SecretsAuth(AuthBase):
             return changed
         finally:
             self._lock.release()
+
+    def _mark_due(self) -> None:
+        self._timer_pending = False
+        self._due = True
 
     def _warn_error(self, message: str) -> None:
         if message not in self._warned_errors:
@@ -144,7 +176,7 @@ class SecretsAuth(AuthBase):
             return False
         self._allow_key = key
         self._allowlist = Allowlist.from_values(*key)
-        self._allowed = {}
+        self._ok = ()
         self._warned_hosts = set()
         return True
 
@@ -152,13 +184,14 @@ class SecretsAuth(AuthBase):
         host, port = host_port_of(url)
         return bool(host) and port > 0 and self._allowlist.allows(host, port)
 
-    def _admit(self, prefix: str) -> bool:
-        """Slow path for a ``scheme://netloc`` not yet known to be allowed."""
+    def _admit(self, url: str) -> bool:
+        """Slow path for a URL whose ``scheme://netloc/`` is not yet known to be allowed."""
         self._sync_allowlist()
+        i = url.find("/", url.find("//") + 2) if "//" in url else -1
+        prefix = url[: i + 1] if i >= 0 else url + "/"
         if self.allows_url(prefix):
-            if len(self._allowed) >= _CACHE_LIMIT:
-                self._allowed = {}
-            self._allowed[prefix] = True
+            known = self._ok if len(self._ok) < _PREFIX_LIMIT else ()
+            self._ok = known + (prefix,)
             return True
         host, port = host_port_of(prefix)
         label = "%s:%s" % (host or "?", port)

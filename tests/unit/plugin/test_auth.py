@@ -14,9 +14,24 @@ from .conftest import CUSTOM, TOKEN, make_tls_files
 from .volume import ProjectedVolume
 
 
-class FrozenClock:
+class ManualTimer:
+    """Stands in for the one-shot timer: nothing is due until the test says time has passed."""
+
     def __init__(self):
-        self.now = 1000.0
+        self.pending = []
+
+    def __call__(self, delay, callback):
+        self.pending.append(callback)
+
+    def elapse(self):
+        pending, self.pending = self.pending, []
+        for callback in pending:
+            callback()
+
+
+class FrozenWall:
+    def __init__(self, now):
+        self.now = now
 
     def __call__(self):
         return self.now
@@ -84,7 +99,7 @@ def test_a_changed_tracking_uri_is_honoured_without_a_restart(tmp_path, serve):
     first, second = serve(), serve()
     env = {"tracking": first.url()}
     auth = SecretsAuth(FileSource(str(volume(tmp_path, {"token": TOKEN}).root)),
-                       allowlist_values=lambda: (None, env["tracking"]), clock=FrozenClock())
+                       allowlist_values=lambda: (None, env["tracking"]), schedule=ManualTimer())
     s = session()
     s.get(first.url(), auth=auth)
     env["tracking"] = second.url()  # what mlflow.set_tracking_uri does to the environment
@@ -143,14 +158,14 @@ class CountingSource(FileSource):
 
 
 def test_the_files_are_not_read_per_request(tmp_path):
-    clock = FrozenClock()
+    timer = ManualTimer()
     auth = make_auth(CountingSource(str(volume(tmp_path, {"token": TOKEN}).root)),
-                     "h", clock=clock)
+                     "h", schedule=timer)
     req = requests.Request("GET", "http://h/api").prepare()
     for _ in range(1000):
         auth(req)
     assert CountingSource.polls == 1
-    clock.now += 0.6
+    timer.elapse()
     auth(req)
     assert CountingSource.polls == 2
 
@@ -169,7 +184,7 @@ def rotating_server(serve, accepted, **kw):
 def test_a_401_rereads_the_volume_once_and_resends(tmp_path, serve):
     srv = rotating_server(serve, "new-token")
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), clock=FrozenClock())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)  # loads old-token; the frozen clock never reaches the next check
     vol.write({"token": "new-token"})
@@ -191,7 +206,7 @@ def test_a_401_with_an_unchanged_credential_is_not_resent(tmp_path, serve):
 def test_a_403_after_rotation_is_resent_only_once(tmp_path, serve):
     srv = serve(lambda req, n: (403, {}, b""))
     vol = volume(tmp_path, {"token": "one"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), clock=FrozenClock())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "two"})
@@ -207,7 +222,7 @@ def test_the_resend_after_401_keeps_tls_verification(tmp_path, serve):
     srv = rotating_server(serve, "new-token", ssl_context=ctx)
     url = srv.url(scheme="https")
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, url, clock=FrozenClock())
+    auth = make_auth(FileSource(str(vol.root)), None, url, schedule=ManualTimer())
     s = session()
     s.get(url, auth=auth, verify=cert)
     vol.write({"token": "new-token"})
@@ -219,7 +234,7 @@ def test_the_resend_after_401_keeps_tls_verification(tmp_path, serve):
 def test_the_resend_after_401_keeps_the_timeout(tmp_path, serve):
     srv = rotating_server(serve, "new-token", delay_after=2, delay=3.0)
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), clock=FrozenClock())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
@@ -234,7 +249,7 @@ def test_the_resend_after_401_goes_through_the_same_proxy(tmp_path, serve):
     proxy = rotating_server(serve, "new-token")
     target = "http://mlflow.invalid:5000/api/2.0/mlflow/experiments/search"
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), "mlflow.invalid:5000", clock=FrozenClock())
+    auth = make_auth(FileSource(str(vol.root)), "mlflow.invalid:5000", schedule=ManualTimer())
     s = session()
     proxies = {"http": proxy.url()}
     s.get(target, auth=auth, proxies=proxies)
@@ -244,19 +259,18 @@ def test_the_resend_after_401_goes_through_the_same_proxy(tmp_path, serve):
 
 
 def test_an_expired_credential_warns_once_per_expiry(tmp_path, caplog):
-    clock, wall = FrozenClock(), FrozenClock()
-    wall.now = 2000000000.0  # 2033
+    timer, wall = ManualTimer(), FrozenWall(2000000000.0)  # 2033
     vol = volume(tmp_path, {"token": TOKEN, "expires-at": "2030-01-01T00:00:00Z"})
-    auth = make_auth(FileSource(str(vol.root)), "h", clock=clock, wall_clock=wall)
+    auth = make_auth(FileSource(str(vol.root)), "h", schedule=timer, wall_clock=wall)
     req = requests.Request("GET", "http://h/").prepare()
     for _ in range(5):
         auth(req)
-        clock.now += 1
+        timer.elapse()
     assert req.headers["Authorization"] == "Bearer " + TOKEN  # still sent; the server decides
     vol.write({"token": TOKEN, "expires-at": "2031-01-01T00:00:00Z"})
     for _ in range(5):
         auth(req)
-        clock.now += 1
+        timer.elapse()
     expired = [w for w in plugin_warnings(caplog) if "expired" in w]
     assert len(expired) == 2
     assert "2030-01-01T00:00:00Z" in expired[0] and "2031-01-01T00:00:00Z" in expired[1]
@@ -270,11 +284,11 @@ def test_a_credential_not_yet_expired_does_not_warn(tmp_path, caplog):
 
 
 def test_a_missing_directory_sends_no_header_and_says_how_to_fix_it_once(tmp_path, caplog):
-    clock = FrozenClock()
-    auth = make_auth(FileSource(str(tmp_path / "absent")), "h", clock=clock)
+    timer = ManualTimer()
+    auth = make_auth(FileSource(str(tmp_path / "absent")), "h", schedule=timer)
     for _ in range(3):
         req = auth(requests.Request("GET", "http://h/").prepare())
-        clock.now += 1
+        timer.elapse()
     assert "Authorization" not in req.headers
     warnings = plugin_warnings(caplog)
     assert len(warnings) == 1 and "MLFLOW_SECRETS_AUTH_DIR" in warnings[0]
@@ -295,11 +309,11 @@ class FlakySource:
 
 
 def test_an_outage_keeps_the_last_good_credential(caplog):
-    clock = FrozenClock()
-    auth = make_auth(FlakySource(), "h", clock=clock)
+    timer = ManualTimer()
+    auth = make_auth(FlakySource(), "h", schedule=timer)
     for _ in range(3):
         req = auth(requests.Request("GET", "http://h/").prepare())
-        clock.now += 1
+        timer.elapse()
     assert req.headers["Authorization"] == "Bearer " + TOKEN
     assert any("keeping the last good one" in w for w in plugin_warnings(caplog))
 
@@ -317,3 +331,34 @@ def test_without_any_credential_the_request_is_left_untouched():
     req = requests.Request("GET", "http://h/", headers={"X": "1"}).prepare()
     auth(req)
     assert dict(req.headers) == {"X": "1"} and req.hooks["response"] == []
+
+
+def test_a_forked_child_polls_on_its_first_request(tmp_path):
+    import os
+
+    timer = ManualTimer()
+    vol = volume(tmp_path, {"token": "parent-token"})
+    auth = make_auth(FileSource(str(vol.root)), "h", schedule=timer)
+    auth(requests.Request("GET", "http://h/").prepare())
+    vol.write({"token": "child-token"})
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's timer never fires here
+        req = auth(requests.Request("GET", "http://h/").prepare())
+        os.write(write, req.headers["Authorization"].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"Bearer child-token"
+
+
+@pytest.mark.parametrize("url", [
+    "http://h.evil.com/api", "http://h:50001/api", "http://h:5000@evil.com/api",
+    "http://evil.com/http://h:5000/",
+])
+def test_a_host_once_allowed_does_not_admit_look_alike_urls(tmp_path, url):
+    auth = make_auth(FileSource(str(volume(tmp_path, {"token": TOKEN}).root)), "h:5000")
+    allowed = auth(requests.Request("GET", "http://h:5000/api").prepare())
+    assert allowed.headers["Authorization"] == "Bearer " + TOKEN
+    other = auth(requests.Request("GET", url).prepare())
+    assert other.headers.get("Authorization") != "Bearer " + TOKEN
