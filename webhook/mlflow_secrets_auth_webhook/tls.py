@@ -133,37 +133,49 @@ def server_context(cert_file: str, key_file: Optional[str]) -> ssl.SSLContext:
 class CertReloader:
     """Reloads `cert_file`/`key_file` into `context` when their content changes.
 
-    A half-written pair (certificate and key that do not match) is skipped and retried on the next
-    check; the context keeps serving the last good pair meanwhile.
+    `load_cert_chain` on a live context is not atomic: a key that does not match leaves the new
+    certificate with the old key and breaks every handshake. So the pair is read once, checked on
+    a scratch context, and only then loaded (from the same bytes) into the live one. A half-written
+    pair is skipped and retried on the next check; the last good pair keeps serving meanwhile.
     """
 
     def __init__(self, context: ssl.SSLContext, cert_file: str, key_file: Optional[str]):
         self.context = context
         self.cert_file = cert_file
         self.key_file = key_file
-        self._digest = self._read_digest()
+        self._digest = self._digest_of(*self._read())
         self.reloads = 0
 
-    def _read_digest(self) -> Optional[str]:
+    def _read(self) -> Tuple[Optional[bytes], Optional[bytes]]:
         try:
-            h = hashlib.sha256(Path(self.cert_file).read_bytes())
-            if self.key_file:
-                h.update(Path(self.key_file).read_bytes())
-            return h.hexdigest()
+            cert = Path(self.cert_file).read_bytes()
+            key = Path(self.key_file).read_bytes() if self.key_file else b""
+            return cert, key
         except OSError:
+            return None, None
+
+    @staticmethod
+    def _digest_of(cert: Optional[bytes], key: Optional[bytes]) -> Optional[str]:
+        if cert is None:
             return None
+        return hashlib.sha256(cert + b"\0" + (key or b"")).hexdigest()
 
     def check(self) -> bool:
         """Reload when the files changed; True when a new pair went live."""
-        digest = self._read_digest()
+        cert, key = self._read()
+        digest = self._digest_of(cert, key)
         if digest is None or digest == self._digest:
             return False
-        try:
-            self.context.load_cert_chain(self.cert_file, self.key_file)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            log.warning("certificate files changed but do not load yet; keeping the current pair",
-                        extra={"cert_file": self.cert_file, "error": str(exc)[:200]})
-            return False
+        with tempfile.TemporaryDirectory(prefix="msa-tls-") as tmp:
+            bundle = Path(tmp) / "pair.pem"
+            write_atomically(bundle, (key or b"") + b"\n" + (cert or b""))
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(bundle)  # scratch check
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                log.warning("certificate files changed but do not load yet; keeping the current pair",
+                            extra={"cert_file": self.cert_file, "error": str(exc)[:200]})
+                return False
+            self.context.load_cert_chain(bundle)
         self._digest = digest
         self.reloads += 1
         log.info("serving certificate reloaded", extra={"cert_file": self.cert_file})
