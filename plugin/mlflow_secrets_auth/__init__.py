@@ -16,6 +16,9 @@ NAME = "mlflow_secrets_auth"
 DIR_ENV = "MLFLOW_SECRETS_AUTH_DIR"
 DEFAULT_DIR = "/var/run/secrets/mlflow-secrets-auth"
 LOG_LEVEL_ENV = "MLFLOW_SECRETS_LOG_LEVEL"
+#: Seconds between checks of the credential for rotation (default 0.5; kubelet's swap is seen
+#: by the first request after that).
+CHECK_INTERVAL_ENV = "MLFLOW_SECRETS_AUTH_CHECK_INTERVAL"
 
 _auth = None
 
@@ -75,7 +78,18 @@ def build_auth(environ=os.environ):
                 LOG_LEVEL_ENV,
                 level,
             )
-    return SecretsAuth(build_source(environ))
+    interval = 0.5
+    raw = environ.get(CHECK_INTERVAL_ENV)
+    if raw:
+        try:
+            interval = max(0.0, float(raw))
+        except ValueError:
+            logging.getLogger(NAME).warning(
+                "mlflow_secrets_auth: %s=%r is not a number of seconds; using 0.5",
+                CHECK_INTERVAL_ENV,
+                raw,
+            )
+    return SecretsAuth(build_source(environ), check_interval=interval)
 
 
 class SecretsAuthProvider:
