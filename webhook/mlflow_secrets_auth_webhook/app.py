@@ -20,15 +20,25 @@ MAX_BODY = 3 * 1024 * 1024  # the API server caps requests near this size
 
 
 def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None, *,
+               recheck: Optional[ListBindings] = None,
                metrics: Optional[Metrics] = None,
-               ready: Callable[[], bool] = lambda: True,
+               ready: Optional[Callable[[], bool]] = None,
                serve_metrics: bool = True) -> FastAPI:
-    """The webhook app. `list_bindings(namespace)` returns the namespace's raw MlflowAuthBindings
-    (a blocking call; it runs in a worker thread); by default, live from the API server."""
-    if list_bindings is None:
-        from .bindings import KubeBindingSource, load_api_client
+    """The webhook app.
 
-        list_bindings = KubeBindingSource(load_api_client())
+    `list_bindings(namespace)` returns the namespace's raw MlflowAuthBindings from memory; it runs
+    on the event loop, so it must not block. `recheck(namespace)` is an optional live (blocking)
+    read, run in a worker thread only when the fast answer is a denial. By default: a watch cache
+    of the cluster's bindings, re-checked live, ready once the cache has listed.
+    """
+    if list_bindings is None:
+        from .bindings import BindingCache, KubeBindingSource, load_api_client
+
+        api = load_api_client()
+        cache = BindingCache(api).start()
+        list_bindings, recheck = cache, recheck or KubeBindingSource(api)
+        ready = ready or cache.synced.is_set
+    ready = ready or (lambda: True)
     metrics = metrics or Metrics.create()
     app = FastAPI(title="mlflow-secrets-auth webhook", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -36,16 +46,18 @@ def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None,
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
-        started = time.perf_counter()
+        raw = await request.body()
+        started = time.perf_counter()   # the webhook's own time: from the full body to the answer
         try:
-            raw = await request.body()
             if len(raw) > MAX_BODY:
                 raise BadReview(f"body larger than {MAX_BODY} bytes")
             try:
                 body = json.loads(raw)
             except (ValueError, RecursionError) as exc:
                 raise BadReview(f"the body is not JSON ({type(exc).__name__})") from exc
-            outcome = await run_in_threadpool(admit, body, list_bindings, settings)
+            outcome = admit(body, list_bindings, settings)
+            if recheck is not None and outcome.result in ("denied", "error"):
+                outcome = await run_in_threadpool(admit, body, recheck, settings)
         except BadReview as exc:
             metrics.admissions.labels(result="bad_request").inc()
             return JSONResponse({"error": str(exc)}, status_code=400)
