@@ -182,6 +182,23 @@ def _azure_fetch(environ: Mapping[str, str]):
 _FETCHERS: Dict[str, Callable] = {VAULT: _vault_fetch, AWS: _aws_fetch, AZURE: _azure_fetch}
 
 
+#: The operator's messages name binding fields; in direct mode the user sets variables.
+_FIELD_TO_ENV = (
+    ("spec.provider.vault.mount, path and kvVersion",
+     "MLFLOW_VAULT_MOUNT, MLFLOW_VAULT_SECRET_PATH and MLFLOW_VAULT_KV_VERSION"),
+    ("spec.provider.vault.mount", "MLFLOW_VAULT_MOUNT"),
+    ("spec.provider.awsSecretsManager.secretId and region", "MLFLOW_AWS_SECRET_ID and AWS_REGION"),
+    ("spec.provider.azureKeyVault.secretName and version",
+     "MLFLOW_AZURE_SECRET_NAME and MLFLOW_AZURE_SECRET_VERSION"),
+)
+
+
+def in_env_terms(message: str) -> str:
+    for field, env in _FIELD_TO_ENV:
+        message = message.replace(field, env)
+    return message
+
+
 def _content_text(content) -> str:
     if isinstance(content, str):
         return content
@@ -212,7 +229,7 @@ def credential_fetcher(provider: str, environ: Mapping[str, str]):
             raise CredentialError("%s: %s" % (description, exc))
         except ProviderError as exc:
             if not exc.transient:
-                raise CredentialError("%s: %s" % (description, exc))
+                raise CredentialError("%s: %s" % (description, in_env_terms(str(exc))))
             raise
         cred = from_secret_content(_content_text(value.content), mode, header, description)
         if cred.expires_at is None and value.expires_at is not None:

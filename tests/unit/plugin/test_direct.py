@@ -169,3 +169,24 @@ def test_a_not_found_secret_is_a_configuration_error(monkeypatch):
     fetch, _ = credential_fetcher("vault", env)
     with pytest.raises(CredentialError, match="no secret at secret/x"):
         fetch()
+
+
+def test_provider_messages_name_the_direct_mode_variables_not_binding_fields(monkeypatch):
+    from mlflow_secrets_auth.providers import vault
+
+    def missing(*a, **kw):
+        raise SecretNotFound("no secret at secret/x (KV v2); check spec.provider.vault.mount, "
+                             "path and kvVersion")
+
+    monkeypatch.setattr(vault, "fetch", missing)
+    env = {"VAULT_ADDR": "http://v", "MLFLOW_VAULT_SECRET_PATH": "secret/x", "VAULT_TOKEN": "t"}
+    fetch, _ = credential_fetcher("vault", env)
+    with pytest.raises(CredentialError, match="check MLFLOW_VAULT_MOUNT, MLFLOW_VAULT_SECRET_PATH"):
+        fetch()
+
+
+def test_the_check_interval_comes_from_the_environment(tmp_path):
+    auth = mlflow_secrets_auth.build_auth({"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path),
+                                           "MLFLOW_SECRETS_AUTH_CHECK_INTERVAL": "2.5"})
+    assert auth._interval == 2.5
+    assert mlflow_secrets_auth.build_auth({"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path)})._interval == 0.5
