@@ -10,10 +10,14 @@ except ImportError:  # pragma: no cover - python-json-logger 2.x
     from pythonjsonlogger.jsonlogger import JsonFormatter
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    """`fmt`: "json" (default) or "text" (for a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"levelname": "level", "asctime": "time"}))
+    if fmt == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"levelname": "level", "asctime": "time"}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

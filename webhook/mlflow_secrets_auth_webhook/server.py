@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Optional
 
@@ -51,7 +52,7 @@ def _renew_forever(manager, stop: threading.Event) -> None:
 def main(settings: Optional[Settings] = None) -> None:
     from .logs import configure
 
-    configure()
+    configure(os.environ.get("MSA_LOG_LEVEL", "INFO").upper(), os.environ.get("MSA_LOG_FORMAT", "json"))
     settings = settings or Settings.from_env()
     api_client = None
 
