@@ -55,8 +55,10 @@ class FileSource:
 class FetchSource:
     """A secret manager read through ``fetch()`` (direct mode): TTL cache, retries with jitter.
 
-    ``fetch`` returns a ``Credential``. Forced polls (after a 401/403) are rate-limited to one per
-    ``min_forced_interval`` seconds so a real permission error cannot hammer the manager.
+    ``fetch`` returns a ``Credential``. It is fetched again after ``ttl`` seconds, or as soon as
+    the credential's own ``expires_at`` has passed if that comes first. Forced polls (after a
+    401/403) are rate-limited to one per ``min_forced_interval`` seconds so a real permission
+    error cannot hammer the manager.
     """
 
     kind = "direct"
@@ -73,6 +75,7 @@ class FetchSource:
         sleep: Callable[[float], None] = None,  # type: ignore[assignment]
         rand: Callable[[], float] = None,  # type: ignore[assignment]
         min_forced_interval: float = 5.0,
+        wall_clock: Callable[[], float] = None,  # type: ignore[assignment]
     ) -> None:
         import random
         import time
@@ -87,6 +90,8 @@ class FetchSource:
         self._sleep = sleep or time.sleep
         self._rand = rand or random.random
         self._min_forced = min_forced_interval
+        self._wall = wall_clock or time.time
+        self._expires_at = None  # type: ignore[var-annotated]
         self._fetched_at = None  # type: ignore[var-annotated]
         self.fetch_count = 0
 
@@ -96,10 +101,12 @@ class FetchSource:
             age = now - self._fetched_at
             if force and age < self._min_forced:
                 return UNCHANGED
-            if not force and age < self.ttl:
+            expired = self._expires_at is not None and self._wall() >= self._expires_at
+            if not force and age < self.ttl and not expired:
                 return UNCHANGED
         cred = self._fetch_with_retries()
         self._fetched_at = self._clock()
+        self._expires_at = cred.expires_at
         return cred
 
     def _fetch_with_retries(self) -> Credential:

@@ -190,3 +190,20 @@ def test_the_check_interval_comes_from_the_environment(tmp_path):
                                            "MLFLOW_SECRETS_AUTH_CHECK_INTERVAL": "2.5"})
     assert auth._interval == 2.5
     assert mlflow_secrets_auth.build_auth({"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path)})._interval == 0.5
+
+
+def test_a_credential_past_its_own_expiry_is_fetched_again_before_the_ttl():
+    clock, wall = Clock(), Clock()
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return Credential("Authorization", "Bearer t", expires_at=100.0)
+
+    src = FetchSource(fetch, 3600, "test", clock, wall_clock=wall)
+    src.poll()
+    wall.now = 50.0
+    assert src.poll() is UNCHANGED
+    wall.now = 100.0
+    assert src.poll() is not UNCHANGED
+    assert len(calls) == 2
