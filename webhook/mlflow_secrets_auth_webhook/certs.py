@@ -92,7 +92,7 @@ class SelfManagedTLS:
         self.admission = client.AdmissionregistrationV1Api(api_client)
         self.clock = clock
         self.sleep = sleep
-        self.hosts = service_dns_names(settings.service_name, settings.namespace)
+        self.hosts = service_dns_names(settings.service_name, settings.namespace) + list(settings.tls_extra_sans)
 
     @property
     def cert_file(self) -> Path:

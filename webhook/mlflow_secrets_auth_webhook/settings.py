@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 DEFAULT_CREDENTIAL_DIR = "/var/run/secrets/mlflow-secrets-auth"
 PLUGIN_DIR = "/mlflow-secrets-auth"
@@ -30,6 +30,7 @@ class Settings:
     tls_secret_name: str = "mlflow-secrets-auth-webhook-tls"
     webhook_config_name: str = "mlflow-secrets-auth"
     tls_dir: str = "/tmp/mlflow-secrets-auth-webhook-tls"
+    tls_extra_sans: Tuple[str, ...] = ()  # extra DNS names / IPs for the self-managed certificate
     cert_reload_interval: float = 1.0
 
     @classmethod
@@ -55,4 +56,5 @@ class Settings:
             tls_secret_name=get("MSA_TLS_SECRET_NAME", cls.tls_secret_name),
             webhook_config_name=get("MSA_WEBHOOK_CONFIG_NAME", cls.webhook_config_name),
             tls_dir=get("MSA_TLS_DIR", cls.tls_dir),
+            tls_extra_sans=tuple(h.strip() for h in env.get("MSA_TLS_EXTRA_SANS", "").split(",") if h.strip()),
         )
