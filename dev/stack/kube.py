@@ -38,9 +38,10 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER,)
-CONTROLLERS = (
-    "garbagecollector", "namespace", "serviceaccount", "serviceaccount-token",
-    "root-ca-certificate-publisher",
+CONTROLLERS = (  # no kubelet, so none of the workload controllers
+    "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+    "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
 )
 
 
@@ -130,7 +131,8 @@ class LocalKube(KubeAccess):
     # -- install ---------------------------------------------------------------------------
     @property
     def bin_dir(self) -> Path:
-        return cache_dir("bin") / f"k8s-{self.version}"
+        # "-v": binaries stamped with their version (see _build); older unstamped caches rebuild
+        return cache_dir("bin") / f"k8s-{self.version}-v"
 
     def binary(self, name: str) -> str:
         return str(self.bin_dir / name)
@@ -162,7 +164,13 @@ class LocalKube(KubeAccess):
         env = dict(os.environ, CGO_ENABLED="0",
                    GOMODCACHE=str(cache_dir("go", "mod")), GOCACHE=str(cache_dir("go", "build")),
                    GOFLAGS="-modcacherw -mod=readonly")
-        flags = ["-trimpath", "-ldflags=-s -w"]
+        # Stamp the version as Kubernetes' own build does: without it /version answers
+        # v0.0.0-master and clients that check it (helm's Chart.yaml kubeVersion) refuse.
+        major, minor = self.version.lstrip("v").split(".")[:2]
+        stamp = " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in (
+            ("gitVersion", self.version), ("gitMajor", major), ("gitMinor", minor),
+            ("gitTreeState", "clean")))
+        flags = ["-trimpath", f"-ldflags=-s -w {stamp}"]
         log = cache_dir("bin") / f"k8s-{self.version}.build.log"
         steps = [
             [go, "build", *flags, "-o", f"{partial}/", "k8s.io/kubernetes/cmd/kube-apiserver",
