@@ -9,6 +9,7 @@ envtest's ``USE_EXISTING_CLUSTER``).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -46,6 +47,7 @@ def kube(tmp_path_factory) -> KubeAccess:
         yield ExistingKube(work_dir=tmp_path_factory.mktemp("existing-kube"))
         return
     cluster = LocalKube()
+    atexit.register(cluster.stop)  # also when the session dies before fixture teardown
     cluster.start(tmp_path_factory.mktemp("kube"))
     try:
         yield cluster
@@ -81,6 +83,7 @@ def namespace(kube_api, request) -> str:
 @pytest.fixture(scope="session")
 def openbao(kube, tmp_path_factory) -> OpenBao:
     bao = OpenBao(kube=kube)
+    atexit.register(bao.stop)
     bao.start(tmp_path_factory.mktemp("openbao"))
     try:
         yield bao

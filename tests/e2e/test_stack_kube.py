@@ -11,7 +11,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dev.stack.kube import venv_tool
+from dev.stack._proc import StackError
+from dev.stack.kube import LocalKube, pinned_version, venv_tool
 from tests.e2e.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,3 +159,19 @@ def test_stack_cli_brings_kube_and_openbao_up_and_down_leaving_nothing_running(t
     assert not (tmp_path / "state.json").exists()
     assert [pid for pid in pids if running(pid)] == []
     assert stack("status").stdout.strip() == "nothing is up"
+
+
+@pytest.mark.skipif(os.environ.get("MSA_USE_EXISTING_CLUSTER", "").lower() in ("1", "true", "yes"),
+                    reason="checks the locally built control plane")
+def test_the_local_api_server_reports_the_version_pinned_in_the_wrapper_go_module(kube):
+    version = json.loads(kube.kubectl("version", "-o", "json").stdout)["serverVersion"]
+
+    assert version["gitVersion"] == pinned_version()
+
+
+def test_installing_without_go_fails_with_an_error_that_says_to_install_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path))  # nothing built here
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(StackError, match=r"`go` is not on PATH.*Install Go"):
+        LocalKube().ensure_installed()
