@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["services_run_dir", "moto", "mlflow_basic", "mlflow_plain", "mlflow_front"]
+__all__ = ["services_run_dir", "moto", "mlflow_basic", "mlflow_plain", "mlflow_front",
+           "keycloak"]
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +96,24 @@ def mlflow_front(services_run_dir, mlflow_plain):
     front = _started(AuthFront(mlflow_plain), services_run_dir)
     yield front
     front.stop()
+
+
+@pytest.fixture(scope="session")
+def keycloak(services_run_dir):
+    """A real Keycloak 25 (dev mode, Java 17) with the ``mlflow`` realm from ``dev/keycloak/``.
+
+    Attributes: ``url``, ``realm`` ("mlflow"), ``issuer_url``, ``token_url``, ``jwks_url``,
+    ``client_id`` ("mlflow-client", confidential, client-credentials grant, tokens live 120 s
+    with ``aud: mlflow``), ``client_secret`` (random per session), ``admin_username`` /
+    ``admin_password``. Methods: ``client_credentials_token(client_id=None, client_secret=None)``
+    -> token JSON, ``create_client(client_id, access_token_lifespan=None) -> secret``,
+    ``disable_client(client_id)``, ``enable_client(client_id)``,
+    ``regenerate_client_secret(client_id) -> new secret``.
+    Tests that disable or rotate a client should create their own client first.
+    Startup takes one to several minutes on two cores; the first run unpacks the cached zip.
+    """
+    from dev.stack.keycloak import Keycloak
+
+    server = _started(Keycloak(), services_run_dir)
+    yield server
+    server.stop()

@@ -166,3 +166,55 @@ def test_the_real_mlflow_client_logs_a_run_through_the_front_with_a_bearer_token
         assert client.get_run(run.info.run_id).data.params == {"via": "front"}
     finally:
         mlflow_front.revoke_token(token)
+
+
+# -- Keycloak --------------------------------------------------------------------------------
+
+def test_keycloak_issues_a_client_credentials_token_that_its_jwks_verifies(keycloak):
+    import jwt
+
+    answer = keycloak.client_credentials_token()
+    key = jwt.PyJWKClient(keycloak.jwks_url).get_signing_key_from_jwt(answer["access_token"])
+    claims = jwt.decode(answer["access_token"], key.key, algorithms=["RS256"],
+                        audience="mlflow", issuer=keycloak.issuer_url)
+
+    assert answer["token_type"].lower() == "bearer"
+    assert answer["expires_in"] == 120
+    assert claims["azp"] == keycloak.client_id
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_keycloak_refuses_a_wrong_client_secret(keycloak):
+    from dev.stack._proc import StackError
+
+    with pytest.raises(StackError, match="401|invalid_client|unauthorized_client"):
+        keycloak.client_credentials_token(client_secret="not-the-secret")
+
+
+def test_a_disabled_or_rotated_keycloak_client_can_no_longer_get_tokens(keycloak):
+    from dev.stack._proc import StackError
+
+    client_id = _unique("revocable")
+    secret = keycloak.create_client(client_id)
+    assert keycloak.client_credentials_token(client_id, secret)["access_token"]
+
+    keycloak.disable_client(client_id)
+    with pytest.raises(StackError):
+        keycloak.client_credentials_token(client_id, secret)
+
+    keycloak.enable_client(client_id)
+    new_secret = keycloak.regenerate_client_secret(client_id)
+    with pytest.raises(StackError):
+        keycloak.client_credentials_token(client_id, secret)
+    assert keycloak.client_credentials_token(client_id, new_secret)["access_token"]
+
+
+def test_the_front_accepts_a_keycloak_token_once_it_trusts_the_issuer(keycloak, mlflow_front):
+    token = keycloak.client_credentials_token()["access_token"]
+    assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 401
+
+    mlflow_front.trust_issuer(keycloak.issuer_url, audience="mlflow")
+
+    assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 200
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert _front_get(mlflow_front, {"Authorization": f"Bearer {tampered}"}) == 401
