@@ -6,6 +6,7 @@ and the patched pod must count as injected (a second admission leaves it alone).
 import contextlib
 import copy
 import json
+import os
 
 import jsonpatch
 import pytest
@@ -18,7 +19,7 @@ from mlflow_secrets_auth_webhook.mutation import is_injected
 from .conftest import load
 from .helpers import decoded_patch
 
-EXAMPLES = 10_000
+EXAMPLES = int(os.environ.get("MSA_FUZZ_EXAMPLES", 10_000))  # fewer only for a quick local run
 
 RECORDED = load("pod_create.json")
 BINDING = load("binding_ready.json")
