@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import OrderedDict
 from typing import Iterable, Optional
 
@@ -62,6 +63,7 @@ class RedactingFilter(logging.Filter):
     """Renders each record's message, then scrubs it and every string ``extra`` field."""
 
     _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+    _DROPPED = {"settings", "k8s_skip"}   # kopf's per-object logger extras: not log content
 
     def __init__(self, redactor: Redactor):
         super().__init__()
@@ -77,9 +79,26 @@ class RedactingFilter(logging.Filter):
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, self.redactor.redact(text)
         for key, value in list(vars(record).items()):
-            if key not in self._STANDARD and isinstance(value, str):
-                setattr(record, key, self.redactor.redact(value))
+            if key in self._STANDARD:
+                continue
+            if key in self._DROPPED:
+                delattr(record, key)
+            else:
+                setattr(record, key, _scrub(value, self.redactor.redact))
         return True
+
+
+def _scrub(value, redact, depth: int = 0):
+    """A JSON-safe copy of ``value`` with every string redacted; anything else becomes text."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth < 4 and isinstance(value, (list, tuple)):
+        return [_scrub(v, redact, depth + 1) for v in value]
+    if depth < 4 and isinstance(value, dict):
+        return {str(k): _scrub(v, redact, depth + 1) for k, v in value.items()}
+    return redact(str(value))
 
 
 def configure(log_format: str, level: str, redactor: Redactor, stream=None) -> logging.Handler:
@@ -88,12 +107,15 @@ def configure(log_format: str, level: str, redactor: Redactor, stream=None) -> l
     if log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(JsonFormatter(
+        formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False))
+            datefmt="%Y-%m-%dT%H:%M:%SZ")
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                      datefmt="%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -102,4 +124,8 @@ def configure(log_format: str, level: str, redactor: Redactor, stream=None) -> l
     root.setLevel(level)
     for noisy in ("urllib3", "azure", "botocore", "kubernetes.client.rest"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # kopf logs every handler run at INFO ("Handler 'observe' succeeded."): one line per watch
+    # event per binding. Keep its warnings; our own loggers say what happened to each binding.
+    if root.level >= logging.INFO:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     return handler

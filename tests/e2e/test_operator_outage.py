@@ -43,8 +43,8 @@ def test_an_outage_keeps_the_last_good_secret_and_recovers_after_restart(
     assert "unreachable" in message and "keeps the credential" in message
     assert read_secret(kube_api, namespace, "outage-mlflow-auth")["token"] == value
     assert binding["status"]["secretName"] == "outage-mlflow-auth"
-    assert ("Warning", "ProviderUnavailable") in [(t, r) for t, r, _ in
-                                                  events_for(kube_api, namespace, "outage")]
+    wait_for(lambda: ("Warning", "ProviderUnavailable") in
+             [(t, r) for t, r, _ in events_for(kube_api, namespace, "outage")], 10, "a Warning event")
 
     bao.start(tmp_path / "bao")  # same port and root token; dev mode starts empty
     fresh = "tok-" + secrets.token_hex(12)

@@ -89,3 +89,18 @@ def test_json_logs_redact_every_known_secret_in_messages_extras_and_tracebacks()
     first = json.loads(text.splitlines()[0])
     assert first["message"] == "token <redacted> here" and first["level"] == "INFO"
     assert first["detail"] == "x <redacted> y"
+
+
+def test_extras_that_are_not_json_are_rendered_as_redacted_text():
+    redactor, stream = Redactor(), io.StringIO()
+    handler = configure("json", "INFO", redactor, stream=stream)
+    try:
+        redactor.add("nested-secret")
+        logging.getLogger("test.extras").warning(
+            "x", extra={"settings": object(), "k8s_ref": {"name": "b", "note": ["nested-secret"]},
+                        "thing": {1, 2}})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    record = json.loads(stream.getvalue())
+    assert "settings" not in record and record["k8s_ref"] == {"name": "b", "note": ["<redacted>"]}
+    assert record["thing"] == "{1, 2}"
