@@ -211,17 +211,25 @@ class LocalKube(KubeAccess):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.run_dir / "pki")
-        self.port = free_port()
-        write_kubeconfig(self.kubeconfig, self.server, pki)
-        try:
-            self._start_etcd()
-            self._start_apiserver(pki)
-            self._start_controller_manager(pki)
-            self._wait_default_service_account(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            self.port = free_port()
+            write_kubeconfig(self.kubeconfig, self.server, pki)
+            try:
+                self._start_etcd()
+                self._start_apiserver(pki)
+                self._start_controller_manager(pki)
+                self._wait_default_service_account(timeout)
+                return self
+            except StackError as exc:
+                self.stop()
+                # free_port() races with other processes picking ports: retry with new ones
+                if attempt == 2 or "address already in use" not in str(exc):
+                    raise
+                shutil.rmtree(self.run_dir / "etcd", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         assert self.run_dir is not None

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 REVIEWER_NAMESPACE = "kube-system"
 REVIEWER_SERVICE_ACCOUNT = "openbao-token-reviewer"
-REVIEWER_TOKEN_SECONDS = 24 * 3600
+REVIEWER_TOKEN_SECONDS = 30 * 24 * 3600  # as long as the local CA; a stack may run for days
 
 
 def bao_binary() -> str:
