@@ -8,10 +8,15 @@ intercepts the labelled pods of other tests sharing the control plane.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import secrets
+import socket
+import ssl
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from dev.helm import ensure_helm
+from dev.stack._proc import ManagedProcess, free_port
 from tests.e2e.waiting import wait_for
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
@@ -222,3 +228,102 @@ def test_operator_replicas_install_their_peering_object_after_the_crds(kube):
         kube.kubectl("delete", "clusterkopfpeering", f"{rel.fullname}-operator", "--ignore-not-found",
                      check=False)
         _cleanup(rel)
+
+
+def _webhook_kubeconfig(release: Release, path: Path) -> Path:
+    """A kubeconfig that authenticates as the webhook's ServiceAccount (a TokenRequest), so the
+    process below runs with exactly the RBAC the chart granted it."""
+    sa = release.webhook_sa.rsplit(":", 1)[1]
+    token = release.kube.kubectl("create", "token", sa, "-n", release.namespace,
+                                 "--duration=10m").stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
+        "clusters": [{"name": "local", "cluster": {"server": release.kube.server,
+                                                   "certificate-authority": str(release.kube.ca_cert)}}],
+        "users": [{"name": "webhook", "user": {"token": token}}],
+        "contexts": [{"name": "webhook", "context": {"cluster": "local", "user": "webhook"}}],
+    }))
+    return path
+
+
+def test_chart_webhook_runs_as_deployed_and_its_ca_bundle_verifies_it(release, tmp_path):
+    """No kubelet here, so run the Deployment's container the way one would: its args and env as
+    stored, the TLS Secret mounted as files, the webhook ServiceAccount's identity. Then call it
+    the way the API server does: HTTPS verified with the webhook configuration's caBundle, for
+    the Service's DNS name."""
+    deployment = release.get("deployment", f"{release.fullname}-webhook", "-n", release.namespace)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    secret_name = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]["secretName"]
+    secret = release.get("secret", secret_name, "-n", release.namespace)
+    files = tmp_path / "tls"
+    files.mkdir()
+    for key, value in secret["data"].items():
+        (files / key).write_bytes(base64.b64decode(value))
+
+    env = {}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"].replace(mount["mountPath"], str(files))
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[var["name"]] = release.namespace
+    https_port, metrics_port = free_port(), free_port()
+    env.update(MSA_WEBHOOK_HOST="127.0.0.1", MSA_WEBHOOK_PORT=str(https_port),
+               MSA_METRICS_PORT=str(metrics_port),
+               KUBECONFIG=str(_webhook_kubeconfig(release, tmp_path / "kubeconfig")))
+    argv = [sys.executable if a == "python" else a for a in container["args"]]
+    process = ManagedProcess("chart-webhook", argv, tmp_path / "webhook.log", env=env).start()
+    try:
+        config = release.get("mutatingwebhookconfiguration", release.fullname)
+        [hook] = config["webhooks"]
+        context = ssl.create_default_context(cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode())
+        service_dns = f"{hook['clientConfig']['service']['name']}.{release.namespace}.svc"
+
+        def get(path):
+            conn = _https(https_port, context, service_dns, timeout=3)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+
+        def ready():
+            assert process.alive(), f"the webhook exited:\n{process.tail()}"
+            return get("/readyz") == (200, "ready")
+
+        wait_for(ready, timeout=60, message="the chart's webhook to answer /readyz over TLS, "
+                 "verified with the caBundle (ready once it listed bindings as its own ServiceAccount)")
+        # An admission as the API server would send it: the namespace has no binding, so the
+        # webhook (listing as its own ServiceAccount) must deny with the fix in the message.
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "e2e-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": release.namespace, "operation": "CREATE",
+            "userInfo": {"username": "e2e"},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "trainer", "namespace": release.namespace,
+                                    "labels": {"mlflow-secrets-auth/inject": "true"}},
+                       "spec": {"containers": [{"name": "train", "image": "python:3.11-slim"}]}}}}
+        conn = _https(https_port, context, service_dns, timeout=10)
+        conn.request("POST", hook["clientConfig"]["service"]["path"], body=json.dumps(review),
+                     headers={"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())["response"]
+        assert answer["uid"] == "e2e-1" and answer["allowed"] is False
+        assert "has no MlflowAuthBinding" in answer["status"]["message"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            assert b"mlflow_secrets_auth_webhook" in resp.read()
+    finally:
+        process.stop()
+
+
+def _https(port: int, context: ssl.SSLContext, server_hostname: str,
+           timeout: float) -> http.client.HTTPSConnection:
+    """A connection to 127.0.0.1:port that verifies the certificate for ``server_hostname``, as
+    the API server does when it calls a Service by its DNS name."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=timeout)
+
+    def connect():
+        sock = socket.create_connection((conn.host, conn.port), conn.timeout)
+        conn.sock = context.wrap_socket(sock, server_hostname=server_hostname)
+
+    conn.connect = connect
+    return conn
