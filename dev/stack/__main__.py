@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -39,6 +40,11 @@ from typing import Any, Callable
 from dev.stack._proc import StackError, cache_dir
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
+from dev.stack.aws import MotoServer
+from dev.stack.authfront import AuthFront
+from dev.stack.keycloak import Keycloak
+from dev.stack.mlflow_server import MlflowServer
+from dev.stack.project import OperatorComponent, WebhookComponent
 
 
 def run_root() -> Path:
@@ -70,6 +76,12 @@ Factory = Callable[[StackContext], Any]
 COMPONENTS: dict[str, Factory] = {
     "kube": lambda ctx: LocalKube(),
     "openbao": lambda ctx: OpenBao(kube=ctx.kube()),
+    "moto": lambda ctx: MotoServer(),
+    "mlflow-basic": lambda ctx: MlflowServer(auth=True, name="mlflow-basic"),
+    "mlflow-front": lambda ctx: AuthFront(initial_tokens=(secrets.token_urlsafe(24),)),
+    "keycloak": lambda ctx: Keycloak(),
+    "operator": lambda ctx: OperatorComponent(ctx.kube()),
+    "webhook": lambda ctx: WebhookComponent(ctx.kube()),
 }
 
 

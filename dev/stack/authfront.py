@@ -224,6 +224,7 @@ def find_or_install_nginx() -> str:
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;
+master_process off;
 pid {run}/nginx.pid;
 error_log {run}/error.log notice;
 events {{ worker_connections 512; }}
@@ -276,8 +277,16 @@ class AuthFront:
 
     name = "authfront"
 
-    def __init__(self, backend, *, custom_header: str = DEFAULT_CUSTOM_HEADER) -> None:
+    def __init__(self, backend=None, *, custom_header: str = DEFAULT_CUSTOM_HEADER,
+                 initial_tokens: tuple[str, ...] = ()) -> None:
+        # Without a backend the front starts (and stops) its own MLflow without auth.
+        self._owns_backend = backend is None
+        if backend is None:
+            from dev.stack.mlflow_server import MlflowServer
+
+            backend = MlflowServer(auth=False, name="mlflow-plain")
         self.backend = backend
+        self.initial_tokens = tuple(initial_tokens)
         self.custom_header = custom_header
         self.host = "127.0.0.1"
         self.port: int | None = None
@@ -311,6 +320,8 @@ class AuthFront:
     def start(self, run_dir: Path) -> "AuthFront":
         if self.nginx is None:
             self.ensure_installed()
+        if self._owns_backend:
+            self.backend.start(run_dir)
         run = Path(run_dir) / self.name
         (run / "tmp").mkdir(parents=True, exist_ok=True)
         self.validator_port = free_port()
@@ -339,12 +350,30 @@ class AuthFront:
         wait_until(lambda: http_ok(self.url + "/api/2.0/mlflow/experiments/search?max_results=1",
                                    expect=(401,)),
                    START_TIMEOUT, f"nginx front at {self.url}", proc=self._nginx)
+        for token in self.initial_tokens:
+            self.allow_token(token)
         return self
 
     def stop(self) -> None:
         for proc in (self._nginx, self._validator):
             if proc is not None:
                 proc.stop()
+        if self._owns_backend:
+            self.backend.stop()
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        own = [p for p in (self._validator, self._nginx) if p is not None]
+        return (self.backend.processes if self._owns_backend else []) + own
+
+    def info(self) -> dict:
+        info = {"url": self.url, "custom_header": self.custom_header,
+                "validator_url": self.validator_url, "backend_url": self.backend.url,
+                "env": {"MSA_MLFLOW_FRONT_URL": self.url,
+                        "MSA_MLFLOW_FRONT_VALIDATOR_URL": self.validator_url}}
+        if self.initial_tokens:
+            info["secret_env"] = {"MSA_MLFLOW_FRONT_TOKEN": self.initial_tokens[0]}
+        return info
 
     # -- control ----------------------------------------------------------------------------
     def _control(self, path: str, body: dict | None = None):

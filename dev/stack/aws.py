@@ -90,6 +90,16 @@ class MotoServer:
         if self._proc is not None:
             self._proc.stop()
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._proc] if self._proc else []
+
+    def info(self) -> dict:
+        return {"endpoint_url": self.endpoint_url, "region": self.region,
+                "env": {"MSA_AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": self.region},
+                "secret_env": {"AWS_ACCESS_KEY_ID": self.access_key_id,
+                               "AWS_SECRET_ACCESS_KEY": self.secret_access_key}}
+
     def reset(self) -> None:
         """Forget every resource (moto's ``/moto-api/reset``)."""
         req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", data=b"", method="POST")

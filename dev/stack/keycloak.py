@@ -159,6 +159,8 @@ class Keycloak:
             "KC_BOOTSTRAP_ADMIN_USERNAME": self.admin_username,  # Keycloak >= 26
             "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
             "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx768m",
+            # kc.sh execs $JAVA_HOME/bin/java: a known argv0 lets `dev.stack status` find it.
+            "JAVA_HOME": str(self._java_home()),
         }
         argv = [str(self.home / "bin" / "kc.sh"), "start-dev", "--import-realm",
                 "--http-host", self.host, "--http-port", str(self.port),
@@ -192,6 +194,30 @@ class Keycloak:
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop(timeout=30)
+
+    @staticmethod
+    def _java_home() -> Path:
+        java = Path(require_tool("java", "install a Java 17+ runtime")).resolve()
+        return Path(os.environ.get("JAVA_HOME") or java.parent.parent)
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        if self._proc is None:
+            return []
+        # kc.sh replaces itself with java: record the program the pid really runs.
+        view = ManagedProcess(self.name, [str(self._java_home() / "bin" / "java")],
+                              self._proc.log_path)
+        view.popen = self._proc.popen
+        return [view]
+
+    def info(self) -> dict:
+        return {"issuer_url": self.issuer_url, "token_url": self.token_url,
+                "client_id": self.client_id, "admin_username": self.admin_username,
+                "env": {"MSA_KEYCLOAK_URL": self.url, "MSA_KEYCLOAK_ISSUER_URL": self.issuer_url,
+                        "MSA_KEYCLOAK_TOKEN_URL": self.token_url,
+                        "MSA_KEYCLOAK_CLIENT_ID": self.client_id},
+                "secret_env": {"MSA_KEYCLOAK_CLIENT_SECRET": self.client_secret,
+                               "MSA_KEYCLOAK_ADMIN_PASSWORD": self.admin_password}}
 
     # -- OAuth2 and admin API -----------------------------------------------------------------
     def _post_form(self, url: str, form: dict[str, str], timeout: float = 30) -> dict:

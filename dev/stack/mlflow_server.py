@@ -112,6 +112,20 @@ class MlflowServer:
         if self._proc is not None:
             self._proc.stop()
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._proc] if self._proc else []
+
+    def info(self) -> dict:
+        prefix = "MSA_" + self.name.upper().replace("-", "_")
+        info = {"url": self.url, "auth": "basic" if self.auth else "none",
+                "env": {f"{prefix}_URL": self.url}}
+        if self.auth:
+            info["admin_username"] = self.admin_username
+            info["secret_env"] = {f"{prefix}_ADMIN_USERNAME": self.admin_username,
+                                  f"{prefix}_ADMIN_PASSWORD": self.admin_password}
+        return info
+
     def _healthy(self) -> bool:
         if not self.auth:
             return self.get("/health")[0] == 200
