@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 __all__ = ["services_run_dir", "moto", "mlflow_basic", "mlflow_plain", "mlflow_front",
-           "keycloak"]
+           "keycloak", "lowkey"]
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +117,26 @@ def keycloak(services_run_dir):
     server = _started(Keycloak(), services_run_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def lowkey(services_run_dir):
+    """A real Lowkey Vault (Azure Key Vault test double, Java 17) at ``https://127.0.0.1:PORT``.
+
+    Attributes: ``vault_url``, ``ca_file`` (PEM of its per-run certificate: pass it as
+    ``connection_verify``), ``token_url`` (its managed-identity endpoint), ``identity_env``
+    (IDENTITY_ENDPOINT / IDENTITY_HEADER for a process using ManagedIdentityCredential).
+    Methods: ``credential()`` (ManagedIdentityCredential), ``secret_client(credential=None)``.
+    Skips the test when the Lowkey jar cannot be had (Maven Central does not serve
+    ``lowkey-vault-app``; set ``MSA_LOWKEY_JAR`` to a downloaded jar).
+    """
+    from dev.stack.azure import LowkeyUnavailable, LowkeyVault
+
+    vault = LowkeyVault()
+    try:
+        vault.ensure_installed()
+    except LowkeyUnavailable as exc:
+        pytest.skip(str(exc))
+    _started(vault, services_run_dir)
+    yield vault
+    vault.stop()

@@ -327,3 +327,84 @@ def _https(port: int, context: ssl.SSLContext, server_hostname: str,
 
     conn.connect = connect
     return conn
+
+
+def _service_account_kubeconfig(release: Release, who: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as ``who`` (system:serviceaccount:NS:NAME) with a
+    TokenRequest token, so a process runs with exactly the RBAC the chart granted."""
+    namespace, name = who.split(":")[2:]
+    token = release.kube.kubectl("create", "token", name, "-n", namespace, "--duration=10m").stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": release.kube.server,
+                                                   "certificate-authority": str(release.kube.ca_cert)}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+    }))
+    return path
+
+
+def _container_env(release: Release, deployment: str) -> tuple[dict, list[str]]:
+    """The env (fieldRefs resolved as the kubelet would) and argv of a Deployment as stored."""
+    stored = release.get("deployment", deployment, "-n", release.namespace)
+    [container] = stored["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for var in container.get("env", []):
+        if "valueFrom" not in var:
+            env[var["name"]] = var.get("value", "")  # the API server drops empty values
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[var["name"]] = release.namespace
+    return env, [sys.executable if a == "python" else a for a in container["args"]]
+
+
+def test_chart_operator_runs_as_deployed_and_syncs_bindings_with_only_its_rbac(release, openbao, tmp_path):
+    """The operator Deployment's args and env as stored, as its own ServiceAccount: it syncs a
+    Vault binding through Kubernetes auth (a TokenRequest) and one through a token in a Secret
+    (get secrets), writing their Secrets. Its own metrics prove the syncs were its own, even if
+    another operator of the test session watches the same bindings."""
+    kube = release.kube
+    team = f"t-helm-team-{secrets.token_hex(3)}"
+    kube.kubectl("create", "namespace", team)
+    try:
+        path = f"helm-e2e/{team}"
+        openbao.client().secrets.kv.v2.create_or_update_secret(
+            path=path, secret={"username": "alice", "password": "s3cr3t-" + secrets.token_hex(4)})
+        openbao.write_read_policy(f"read-{team}", [f"secret/data/{path}"])
+        openbao.write_kubernetes_role(f"role-{team}", team, ["mlflow-reader"], [f"read-{team}"])
+        token = openbao.client().auth.token.create(policies=[f"read-{team}"], ttl="1h")["auth"]["client_token"]
+        kube.kubectl("-n", team, "create", "serviceaccount", "mlflow-reader")
+        kube.kubectl("-n", team, "create", "secret", "generic", "vault-token", f"--from-literal=token={token}")
+        vault = {"address": openbao.addr, "mount": "secret", "path": path, "kvVersion": "2"}
+        for name, auth in (("by-sa", {"kubernetes": {"role": f"role-{team}", "serviceAccountName": "mlflow-reader"}}),
+                           ("by-token", {"token": {"secretRef": {"name": "vault-token", "key": "token"}}})):
+            kube.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+                "metadata": {"name": name, "namespace": team},
+                "spec": {"provider": {"vault": {**vault, "auth": auth}}, "credential": {"type": "basic"}}}))
+
+        env, argv = _container_env(release, f"{release.fullname}-operator")
+        metrics_port, health_port = free_port(), free_port()
+        env.update(MSA_METRICS_ADDRESS="127.0.0.1", MSA_METRICS_PORT=str(metrics_port),
+                   MSA_HEALTH_ADDRESS="127.0.0.1", MSA_HEALTH_PORT=str(health_port),
+                   VAULT_TOKEN="",
+                   KUBECONFIG=str(_service_account_kubeconfig(release, release.operator_sa,
+                                                              tmp_path / "kubeconfig")))
+        process = ManagedProcess("chart-operator", argv, tmp_path / "operator.log", env=env).start()
+        try:
+            def ready_in_own_metrics():
+                assert process.alive(), f"the operator exited:\n{process.tail()}"
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=3) as resp:
+                    text = resp.read().decode()
+                return all(f'msa_binding_ready{{binding="{b}",namespace="{team}"}} 1.0' in text
+                           for b in ("by-sa", "by-token"))
+
+            wait_for(ready_in_own_metrics, timeout=90,
+                     message="the chart's operator, as its own ServiceAccount, to sync both bindings")
+            for name in ("by-sa", "by-token"):
+                data = release.get("secret", f"{name}-mlflow-auth", "-n", team)["data"]
+                assert base64.b64decode(data["header-value"]).decode().startswith("Basic ")
+            assert "OperatorForbidden" not in process.tail(400)
+        finally:
+            process.stop()
+    finally:
+        kube.kubectl("delete", "namespace", team, "--wait=false", check=False)

@@ -218,3 +218,63 @@ def test_the_front_accepts_a_keycloak_token_once_it_trusts_the_issuer(keycloak, 
     assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 200
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert _front_get(mlflow_front, {"Authorization": f"Bearer {tampered}"}) == 401
+
+
+# -- Azure Key Vault (Lowkey Vault) ----------------------------------------------------------
+
+def test_a_secret_and_its_versions_round_trip_through_azure_keyvault_secrets(lowkey):
+    client = lowkey.secret_client()
+    name = _unique("mlflow-auth")
+    first = client.set_secret(name, "first-" + uuid.uuid4().hex)
+    second = client.set_secret(name, "second-" + uuid.uuid4().hex)
+
+    assert client.get_secret(name).value == second.value
+    assert client.get_secret(name, version=first.properties.version).value == first.value
+    assert first.properties.version != second.properties.version
+
+
+def test_the_managed_identity_credential_gets_a_token_from_lowkey(lowkey):
+    token = lowkey.credential().get_token(lowkey.vault_url + "/.default")
+
+    assert token.token
+    assert token.expires_on > time.time()
+
+
+def test_the_per_run_lowkey_certificate_is_trusted_for_127_0_0_1(tmp_path):
+    """The keystore Lowkey serves is valid TLS for its URL (checked with a Python TLS server)."""
+    import http.server
+    import ssl
+    import threading
+    import urllib.request
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from dev.stack._proc import free_port
+    from dev.stack.azure import LowkeyVault
+
+    vault = LowkeyVault()
+    store, password = vault._make_keystore(tmp_path)
+    key, cert, _ = pkcs12.load_key_and_certificates(store.read_bytes(), password.encode())
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    port = free_port()
+    httpd = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(vault.ca_file))
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=client_ctx,
+                                    timeout=10) as resp:
+            assert resp.status == 200
+        with pytest.raises(ssl.SSLError):
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/",
+                                   context=ssl.create_default_context(), timeout=10)
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
