@@ -230,22 +230,6 @@ def test_operator_replicas_install_their_peering_object_after_the_crds(kube):
         _cleanup(rel)
 
 
-def _webhook_kubeconfig(release: Release, path: Path) -> Path:
-    """A kubeconfig that authenticates as the webhook's ServiceAccount (a TokenRequest), so the
-    process below runs with exactly the RBAC the chart granted it."""
-    sa = release.webhook_sa.rsplit(":", 1)[1]
-    token = release.kube.kubectl("create", "token", sa, "-n", release.namespace,
-                                 "--duration=10m").stdout.strip()
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
-        "clusters": [{"name": "local", "cluster": {"server": release.kube.server,
-                                                   "certificate-authority": str(release.kube.ca_cert)}}],
-        "users": [{"name": "webhook", "user": {"token": token}}],
-        "contexts": [{"name": "webhook", "context": {"cluster": "local", "user": "webhook"}}],
-    }))
-    return path
-
-
 def test_chart_webhook_runs_as_deployed_and_its_ca_bundle_verifies_it(release, tmp_path):
     """No kubelet here, so run the Deployment's container the way one would: its args and env as
     stored, the TLS Secret mounted as files, the webhook ServiceAccount's identity. Then call it
@@ -262,17 +246,13 @@ def test_chart_webhook_runs_as_deployed_and_its_ca_bundle_verifies_it(release, t
     for key, value in secret["data"].items():
         (files / key).write_bytes(base64.b64decode(value))
 
-    env = {}
-    for var in container["env"]:
-        if "value" in var:
-            env[var["name"]] = var["value"].replace(mount["mountPath"], str(files))
-        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
-            env[var["name"]] = release.namespace
+    env, argv = _container_env(release, f"{release.fullname}-webhook")
+    env = {k: v.replace(mount["mountPath"], str(files)) for k, v in env.items()}  # the mount
     https_port, metrics_port = free_port(), free_port()
     env.update(MSA_WEBHOOK_HOST="127.0.0.1", MSA_WEBHOOK_PORT=str(https_port),
                MSA_METRICS_PORT=str(metrics_port),
-               KUBECONFIG=str(_webhook_kubeconfig(release, tmp_path / "kubeconfig")))
-    argv = [sys.executable if a == "python" else a for a in container["args"]]
+               KUBECONFIG=str(_service_account_kubeconfig(release, release.webhook_sa,
+                                                          tmp_path / "kubeconfig")))
     process = ManagedProcess("chart-webhook", argv, tmp_path / "webhook.log", env=env).start()
     try:
         config = release.get("mutatingwebhookconfiguration", release.fullname)
