@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -14,11 +15,20 @@ MAVEN_CENTRAL = os.environ.get("MSA_MAVEN_REPO", "https://repo1.maven.org/maven2
 
 
 @contextlib.contextmanager
-def cache_lock(name: str):
+def cache_lock(name: str, timeout: float = 900.0):
     """An exclusive lock so two processes never install the same thing at once."""
     path = cache_dir("locks") / f"{name}.lock"
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"{path} stayed locked for {timeout:.0f}s: another process "
+                                     "is installing the same thing; wait for it or stop it")
+                time.sleep(0.5)
         try:
             yield
         finally:

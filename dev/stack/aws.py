@@ -1,9 +1,11 @@
 """AWS Secrets Manager, STS and IAM on 127.0.0.1: a real moto server process (PyPI ``moto[server]``).
 
 moto implements ``AssumeRoleWithWebIdentity`` (it does not verify the JWT's signature against an
-OIDC provider) and returns temporary credentials that Secrets Manager accepts. By default moto does
-not evaluate IAM policies; ``MotoServer(enforce_iam=True)`` turns on its IAM authorization after the
-first ``unauthenticated_actions`` calls (so the test can set up users, roles and policies first).
+OIDC provider) and returns temporary credentials that Secrets Manager accepts. moto does not
+evaluate IAM policies here. (Its ``INITIAL_NO_AUTH_ACTION_COUNT`` mode was tried and left out: it
+then demands a signature on ``AssumeRoleWithWebIdentity``, which boto3 sends unsigned, and it
+checks Secrets Manager actions against resource ``*``, so a policy scoped to one secret's ARN
+is refused even that secret: no real per-namespace least-privilege test can stand on it.)
 Secrets Manager's Lambda-based rotation does not run in moto.
 """
 from __future__ import annotations
@@ -27,17 +29,13 @@ class MotoServer:
     """moto's server mode.
 
     Attributes once started: ``endpoint_url`` (``http://127.0.0.1:PORT``), ``region``,
-    ``account_id``, ``access_key_id`` / ``secret_access_key`` (any value works unless
-    ``enforce_iam``), ``env`` (the AWS_* variables a boto3 process needs), ``log_path``.
+    ``account_id``, ``access_key_id`` / ``secret_access_key`` (any value works), ``env`` (the AWS_* variables a boto3 process needs), ``log_path``.
     """
 
     name = "moto"
 
-    def __init__(self, *, region: str = "us-east-1", enforce_iam: bool = False,
-                 unauthenticated_actions: int = 1000) -> None:
+    def __init__(self, *, region: str = "us-east-1") -> None:
         self.region = region
-        self.enforce_iam = enforce_iam
-        self.unauthenticated_actions = unauthenticated_actions
         self.account_id = ACCOUNT_ID
         self.access_key_id = ROOT_ACCESS_KEY_ID
         self.secret_access_key = ROOT_SECRET_ACCESS_KEY
@@ -78,8 +76,6 @@ class MotoServer:
         run.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         env = {"MOTO_ACCOUNT_ID": self.account_id, "AWS_DEFAULT_REGION": self.region}
-        if self.enforce_iam:
-            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.unauthenticated_actions)
         argv = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
         self._proc = ManagedProcess(self.name, argv, run / "moto.log", env=env, cwd=run).start()
         wait_until(lambda: http_ok(self.endpoint_url + "/moto-api/data.json"), START_TIMEOUT,
@@ -123,8 +119,8 @@ class MotoServer:
                                  secret_arns: list[str] | None = None) -> str:
         """Create an IAM role that trusts web identities from ``issuer_host``; return its ARN.
 
-        When ``secret_arns`` is given the role's inline policy allows reading only those secrets
-        (moto evaluates it when ``enforce_iam`` is on).
+        When ``secret_arns`` is given the role's inline policy names only those secrets (moto
+        records the policy but does not enforce it).
         """
         iam = self.client("iam")
         trust = {
