@@ -178,6 +178,8 @@ def test_operator_service_account_can_do_its_job(release, verb, resource, extra)
 
 
 @pytest.mark.parametrize("verb, resource, extra", [
+    ("list", "secrets", ["--all-namespaces"]),
+    ("delete", "secrets", ["-n", "team-a"]),
     ("delete", "pods", ["-n", "team-a"]),
     ("create", "pods", ["-n", "team-a"]),
     ("get", "configmaps", ["-n", "team-a"]),
