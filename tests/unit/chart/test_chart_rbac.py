@@ -1,4 +1,11 @@
 """RBAC is least privilege: the webhook reads bindings only; the operator gets what it uses."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+# kubernetes-client method prefix -> RBAC verb
+_VERBS = {"read": "get", "create": "create", "replace": "update", "patch": "patch",
+          "delete": "delete", "list": "list"}
 RELEASE_PREFIX = "msa-mlflow-secrets-auth"
 
 
@@ -42,7 +49,7 @@ def test_operator_gets_exactly_what_it_uses(render):
         ("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch", "patch", "update"},
         ("mlflow-secrets-auth.io", "mlflowauthbindings/status"): {"get", "patch", "update"},
         ("mlflow-secrets-auth.io", "mlflowauthbindings/finalizers"): {"update"},
-        ("", "secrets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+        ("", "secrets"): {"get", "create", "update"},
         ("", "serviceaccounts/token"): {"create"},
         ("", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
@@ -88,3 +95,23 @@ def test_namespaced_operator_replicas_get_a_peering_object_per_namespace(render)
     rendered = render({"operator": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]}})
     assert sorted(p["metadata"]["namespace"] for p in rendered.of_kind("KopfPeering")) == ["team-a", "team-b"]
     assert rendered.of_kind("ClusterKopfPeering") == []
+
+
+def _core_verbs_called_by(package: str, resource: str) -> set:
+    """The RBAC verbs that the package's kubernetes-client calls need on a core resource."""
+    source = "\n".join(p.read_text() for p in (ROOT / package).rglob("*.py"))
+    verbs = {_VERBS[m] for m in re.findall(rf"\b(read|create|replace|patch|delete|list)_namespaced_{resource}\(", source)}
+    if re.search(rf"list_{resource}_for_all_namespaces\(", source):
+        verbs.add("list")
+    if re.search(rf"watch\.Watch\(\)\.stream\([^)]*_{resource}", source) or \
+            re.search(rf"kopf\.(on\.\w+|daemon|timer|index)\([^)]*[\"']{resource}s?[\"']", source):
+        verbs |= {"list", "watch"}
+    return verbs
+
+
+def test_operator_secret_verbs_are_exactly_the_calls_in_its_code(render):
+    grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
+    assert grants[("", "secrets")] == _core_verbs_called_by("operator", "secret")
+    assert grants[("", "serviceaccounts/token")] == {"create"}
+    assert _core_verbs_called_by("operator", "service_account_token") == {"create"}
+    assert grants[("", "events")] == _core_verbs_called_by("operator", "event")
