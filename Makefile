@@ -36,5 +36,13 @@ stack-up: venv
 stack-down: venv
 	$(BIN)/python -m dev.stack down
 
+## demo: the whole system on the local stack; an MLflow run logged through an injected, rotated credential
+demo: venv
+	$(BIN)/python -m dev.demo
+
+## demo-down: stop everything the demo (or stack-up) started
+demo-down: venv
+	$(BIN)/python -m dev.demo down
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

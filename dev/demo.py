@@ -1,0 +1,281 @@
+"""`make demo`: the whole system on the local stack, step by step, in plain words.
+
+    python -m dev.demo          bring up the stack, the operator and the webhook; run the scenario
+    python -m dev.demo down     stop everything (same as `python -m dev.stack down`)
+
+The scenario: a team stores its MLflow credential in OpenBao; an MlflowAuthBinding tells the
+operator to keep it in a Secret (Vault Kubernetes auth as the team's own ServiceAccount); a pod
+labelled `mlflow-secrets-auth/inject: "true"` is created through the API server and mutated by the
+webhook; a local kubelet runs it (init container copy, Secret as files with the `..data` swap) with a
+plain MLflow client from a venv that never installed this project. The credential is rotated in
+OpenBao while the client keeps logging; the old MLflow user is then deleted; the client never
+restarts and no call fails.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENTS = ["kube", "openbao", "mlflow-basic", "operator", "webhook"]
+REFRESH = "15s"
+
+CLIENT = r"""
+import json, os, signal, time
+from mlflow import MlflowClient
+import mlflow_secrets_auth
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+client = MlflowClient()
+run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
+                        run_name="injected-credential")
+print(json.dumps({"event": "started", "run_id": run.info.run_id,
+                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
+step = 0
+while not stop:
+    try:
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+        print(json.dumps({"event": "logged", "step": step}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
+    step += 1
+    time.sleep(0.25)
+client.set_terminated(run.info.run_id)
+print(json.dumps({"event": "done", "steps": step}), flush=True)
+"""
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def detail(text: str) -> None:
+    print(textwrap.indent(text.rstrip(), "    "), flush=True)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Stack:
+    """Clients for the components `python -m dev.stack up` recorded."""
+
+    def __init__(self) -> None:
+        from dev.stack.__main__ import load_state
+        from dev.stack.kube import ExistingKube
+        from dev.stack.mlflow_server import MlflowServer
+        from dev.stack.openbao import OpenBao
+
+        components = load_state()["components"]
+        self.kube = ExistingKube(components["kube"]["info"]["kubeconfig"])
+        bao = components["openbao"]["info"]
+        self.openbao = OpenBao(port=int(bao["addr"].rsplit(":", 1)[1]),
+                               root_token=bao["secret_env"]["VAULT_TOKEN"])
+        ml = components["mlflow-basic"]["info"]
+        self.mlflow = MlflowServer(auth=True, name="mlflow-basic")
+        self.mlflow.port = int(ml["url"].rsplit(":", 1)[1])
+        self.mlflow.admin_username = ml["admin_username"]
+        self.mlflow.admin_password = ml["secret_env"]["MSA_MLFLOW_BASIC_ADMIN_PASSWORD"]
+
+
+def kubectl(stack: Stack, *args: str, input: str | None = None) -> str:
+    return stack.kube.kubectl(*args, input=input).stdout
+
+
+def setup_team(stack: Stack, ns: str) -> tuple[tuple[str, str], tuple[str, str], str]:
+    """Namespace, ServiceAccount, OpenBao policy and role, two MLflow users, one experiment."""
+    kubectl(stack, "create", "namespace", ns)
+    kubectl(stack, "create", "serviceaccount", "mlflow-reader", "-n", ns)
+    path = f"teams/{ns}/mlflow"
+    stack.openbao.write_read_policy(f"{ns}-mlflow", [f"secret/data/{path}"])
+    stack.openbao.write_kubernetes_role(f"{ns}-mlflow", ns, ["mlflow-reader"], [f"{ns}-mlflow"])
+    alice = ("alice-" + ns[-5:], "pw-" + secrets.token_urlsafe(12))
+    bob = ("bob-" + ns[-5:], "pw-" + secrets.token_urlsafe(12))
+    experiment = ns
+    status, body = stack.mlflow.request("POST", "/api/2.0/mlflow/experiments/create",
+                                        {"name": experiment})
+    if status != 200:
+        raise SystemExit(f"demo: could not create the experiment: {status} {body}")
+    for user, password in (alice, bob):
+        stack.mlflow.create_user(user, password)
+        # Both users must write to the same run across the rotation; MLflow's permission API
+        # changes between releases, so the demo makes them admins of this throwaway server.
+        stack.mlflow.set_admin(user)
+    stack.openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"username": alice[0], "password": alice[1]}, mount_point="secret")
+    return alice, bob, experiment
+
+
+def binding_yaml(stack: Stack, ns: str) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: mlflow-secrets-auth.io/v1alpha1
+        kind: MlflowAuthBinding
+        metadata:
+          name: mlflow
+          namespace: {ns}
+        spec:
+          provider:
+            vault:
+              address: {stack.openbao.addr}
+              path: teams/{ns}/mlflow
+              kvVersion: "2"
+              auth:
+                kubernetes: {{role: {ns}-mlflow, serviceAccountName: mlflow-reader}}
+          credential: {{type: basic, format: json}}
+          trackingUri: {stack.mlflow.url}
+          allowedHosts: ["{stack.mlflow.host}:{stack.mlflow.port}"]
+          refresh: {{interval: {REFRESH}}}
+        """)
+
+
+def pod_manifest(ns: str, experiment: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "trainer", "namespace": ns,
+                         "labels": {"mlflow-secrets-auth/inject": "true"}},
+            "spec": {"containers": [{"name": "train", "image": "python:3.11-slim",
+                                     "command": ["python", "-c", CLIENT],
+                                     "env": [{"name": "EXPERIMENT", "value": experiment}]}]}}
+
+
+def secret_data(stack: Stack, ns: str) -> dict:
+    import base64
+    out = json.loads(kubectl(stack, "get", "secret", "mlflow-mlflow-auth", "-n", ns, "-o", "json"))
+    return {k: base64.b64decode(v).decode() for k, v in out.get("data", {}).items()}
+
+
+def run_scenario() -> int:
+    stack = Stack()
+    ns = "demo-" + secrets.token_hex(3)
+
+    say(f"A team namespace `{ns}`: ServiceAccount mlflow-reader, an OpenBao role for it, and two "
+        "MLflow users (the credential is alice's now, bob's after rotation)")
+    alice, bob, experiment = setup_team(stack, ns)
+
+    say("The binding: the operator reads OpenBao as the team's ServiceAccount (Vault Kubernetes auth)")
+    manifest = binding_yaml(stack, ns)
+    detail(manifest)
+    kubectl(stack, "apply", "-f", "-", input=manifest)
+    wait_for(lambda: json.loads(kubectl(stack, "get", "mab", "mlflow", "-n", ns, "-o", "json"))
+             .get("status", {}).get("secretName"), 60, "the binding to be Ready")
+    detail(kubectl(stack, "get", "mab", "-n", ns))
+    detail(kubectl(stack, "get", "secret", "mlflow-mlflow-auth", "-n", ns))
+
+    say("A pod labelled mlflow-secrets-auth/inject=true, created through the API server; the "
+        "webhook injected:")
+    kubectl(stack, "apply", "-f", "-", input=json.dumps(pod_manifest(ns, experiment)))
+    pod = json.loads(kubectl(stack, "get", "pod", "trainer", "-n", ns, "-o", "json"))
+    app = pod["spec"]["containers"][0]
+    detail("init container: " + " ".join(pod["spec"]["initContainers"][0]["command"]))
+    detail("volumes: " + ", ".join(v["name"] for v in pod["spec"]["volumes"]
+                                   if v["name"].startswith("mlflow-secrets-auth")))
+    detail("env: " + ", ".join(f"{e['name']}={e.get('value', '')}" for e in app["env"]
+                               if e["name"] != "EXPERIMENT"))
+    spec_text = json.dumps(pod)
+    leaked = [v for v in (alice[1], bob[1]) if v in spec_text]
+    detail("secret values in the pod spec: " + ("NONE" if not leaked else "LEAKED"))
+    if leaked:
+        return 1
+
+    say("The local kubelet runs the pod: the init container copies the plugin, the Secret is "
+        "mounted as files, the client is a clean venv with only MLflow")
+    from dev.kubelet import PAYLOAD_IMAGE_PATH, LocalKubelet
+    from dev.stack.clientenv import client_python
+    python = client_python()
+    work = Path(tempfile.mkdtemp(prefix="msa-demo-"))
+    payload = work / "payload"
+    subprocess.run([sys.executable, str(ROOT / "plugin" / "build_payload.py"), str(payload)], check=True,
+                   stdout=subprocess.DEVNULL)
+    with stack.kube.api_client() as api:
+        kubelet = LocalKubelet(api, ns, "trainer", work / "kubelet",
+                               image_paths={PAYLOAD_IMAGE_PATH: payload}, python=python)
+        process = kubelet.start()
+        events: list[dict] = []
+        raw: list[str] = []
+
+        def read() -> None:
+            for line in process.stdout:
+                raw.append(line)
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    pass
+
+        threading.Thread(target=read, daemon=True).start()
+        of = lambda kind: [e for e in events if e.get("event") == kind]  # noqa: E731
+        try:
+            started = wait_for(lambda: of("started") or process.poll() is not None, 300,
+                               "the MLflow client to start")
+            if process.poll() is not None and not of("started"):
+                detail("the client exited:\n" + "".join(raw[-30:]))
+                return 1
+            started = of("started")[0]
+            detail(f"plugin loaded from {started['plugin']}")
+            wait_for(lambda: len(of("logged")) >= 10, 60, "the first metrics")
+            detail(f"run {started['run_id']}: {len(of('logged'))} metrics logged as {alice[0]}")
+
+            say(f"Rotation: bob's credential written to OpenBao; the operator picks it up on its "
+                f"{REFRESH} refresh, the kubelet swaps ..data, the plugin notices")
+            stack.openbao.client().secrets.kv.v2.create_or_update_secret(
+                path=f"teams/{ns}/mlflow", secret={"username": bob[0], "password": bob[1]},
+                mount_point="secret")
+            rotated_at = time.monotonic()
+            wait_for(lambda: secret_data(stack, ns).get("username") == bob[0], 90,
+                     "the operator to write the new credential")
+            detail(f"Secret updated {time.monotonic() - rotated_at:.1f}s after the rotation")
+            credential_dir = kubelet.volume_dirs["mlflow-secrets-auth-credential"]
+            wait_for(lambda: (credential_dir / "username").read_text() == bob[0], 30,
+                     "the kubelet to swap the files")
+            stack.mlflow.delete_user(alice[0])
+            detail(f"old user {alice[0]} deleted from MLflow: only the new credential works now")
+            before = len(of("logged"))
+            wait_for(lambda: len(of("logged")) >= before + 20, 60, "logging with the new credential")
+            detail(f"{len(of('logged')) - before} more metrics logged as {bob[0]}, same process "
+                   f"(pid {process.pid})")
+        except SystemExit:
+            detail("last lines of the container's output:\n" + "".join(raw[-20:]))
+            raise
+        finally:
+            kubelet.stop()
+    wait_for(lambda: of("done"), 30, "the client to finish")
+    errors = of("error")
+    status, body = stack.mlflow.get(
+        f"/api/2.0/mlflow/metrics/get-history?run_id={started['run_id']}&metric_key=loss")
+    say("Result")
+    detail(f"steps logged: {len(of('logged'))}, failed calls: {len(errors)}, process restarts: 0")
+    detail(f"MLflow has {len(body.get('metrics', []))} points of `loss` for run {started['run_id']} "
+           f"in experiment {experiment}")
+    detail(f"MLflow UI: {stack.mlflow.url} (admin credentials: "
+           f"`eval \"$({sys.executable} -m dev.stack env)\"`, then $MSA_MLFLOW_BASIC_ADMIN_USERNAME "
+           "/ $MSA_MLFLOW_BASIC_ADMIN_PASSWORD)")
+    detail("Stop everything: make demo-down")
+    ok = status == 200 and not errors and len(body.get("metrics", [])) == len(of("logged"))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dev.stack.__main__ import cmd_down, cmd_up
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["down"]:
+        return cmd_down([])
+    say("Starting the local stack: kube-apiserver + etcd + kube-controller-manager, OpenBao, "
+        "MLflow with basic auth, the operator and the webhook (first run builds and caches them)")
+    cmd_up(COMPONENTS)
+    return run_scenario()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
