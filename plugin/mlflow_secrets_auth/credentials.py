@@ -216,7 +216,9 @@ def from_secret_content(
 
     ``content`` is JSON (``{"token": ...}`` or ``{"username": ..., "password": ...}``, with an
     optional ``expires_at``/``expires-at``) or a plain token. ``auth_mode`` is ``bearer`` or
-    ``basic``. A header other than ``Authorization`` carries the same value (``Bearer ...``).
+    ``basic``; in basic mode a token of the form ``user:password`` is accepted. As in the
+    reference plugin, a bearer token in a header other than ``Authorization`` is sent as is
+    (no ``Bearer`` prefix), and basic credentials keep their ``Basic`` prefix in any header.
     """
     mode = (auth_mode or "bearer").strip().lower()
     if mode not in ("bearer", "basic"):
@@ -237,6 +239,9 @@ def from_secret_content(
         expires = data.get("expires_at") or data.get("expires-at")
         if mode == "basic":
             user, pwd = data.get("username"), data.get("password")
+            token = data.get("token")
+            if not user and isinstance(token, str) and ":" in token:
+                user, _, pwd = token.partition(":")
             if not user or pwd is None:
                 raise CredentialError(
                     "%s: basic mode needs the keys 'username' and 'password' in the secret"
@@ -271,6 +276,8 @@ def from_secret_content(
         except ValueError as exc:
             raise CredentialError("%s: expires_at: %s" % (origin, exc))
     name = header_name or "Authorization"
+    if mode == "bearer" and name.lower() != "authorization":
+        value = value[len("Bearer "):]
     cred = Credential(name, value, expiry, mode, origin)
     _check_header(cred.header_name, cred.header_value, origin or "secret")
     return cred

@@ -126,7 +126,7 @@ def test_an_aws_secret_binary_at_a_version_stage_gives_a_bearer_token(
     assert result.ok, result
 
 
-def test_aws_web_identity_from_the_default_chain_reads_the_secret(
+def test_aws_web_identity_from_the_default_chain_feeds_a_custom_header(
         moto, mlflow_front, front_token, tmp_path):
     name = unique("mlflow/wi")
     arn = moto.client("secretsmanager").create_secret(Name=name, SecretString=front_token)["ARN"]
@@ -136,6 +136,10 @@ def test_aws_web_identity_from_the_default_chain_reads_the_secret(
     aws = {k: v for k, v in moto.env.items() if not k.startswith("AWS_SECRET") and k != "AWS_ACCESS_KEY_ID"}
     env = direct_env(tmp_path, mlflow_front.url, MLFLOW_SECRETS_AUTH_ENABLE="aws-secrets-manager",
                      MLFLOW_AWS_SECRET_ID=name, AWS_ROLE_ARN=role,
-                     AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file), **aws)
+                     AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file),
+                     MLFLOW_AUTH_HEADER_NAME="X-MLflow-Auth", **aws)
+    mlflow_front.clear_requests()
     result = MlflowClientProcess(env, [["search"]], [front_token]).run()
     assert result.ok, result
+    seen = mlflow_front.requests_seen()
+    assert seen and all(r["custom_header"] == front_token and not r["authorization"] for r in seen)

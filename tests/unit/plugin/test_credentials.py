@@ -124,9 +124,19 @@ def test_secret_manager_content_builds_the_header_for_its_mode(content, mode, he
     assert (cred.header_name, cred.header_value) == ("Authorization", header)
 
 
-def test_secret_manager_content_can_go_in_a_custom_header():
+def test_a_token_in_a_custom_header_is_sent_as_is_like_the_reference():
     cred = from_secret_content(TOKEN, "bearer", header_name="X-MLflow-Auth")
-    assert (cred.header_name, cred.header_value) == ("X-MLflow-Auth", "Bearer " + TOKEN)
+    assert (cred.header_name, cred.header_value) == ("X-MLflow-Auth", TOKEN)
+
+
+def test_basic_credentials_in_a_custom_header_keep_their_scheme():
+    cred = from_secret_content("alice:" + PASSWORD, "basic", header_name="X-MLflow-Auth")
+    assert cred.header_value.startswith("Basic ")
+
+
+def test_a_user_colon_password_token_is_accepted_in_basic_mode():
+    cred = from_secret_content('{"token": "alice:%s"}' % PASSWORD, "basic")
+    assert cred.header_value == "Basic " + base64.b64encode(("alice:" + PASSWORD).encode()).decode()
 
 
 def test_bearer_mode_on_a_username_password_secret_says_to_switch_modes():
