@@ -30,7 +30,7 @@ from dev.stack._proc import (ManagedProcess, StackError, cache_dir, free_port, h
 VERSION = os.environ.get("MSA_KEYCLOAK_VERSION", "25.0.6")
 REALM_FILE = Path(__file__).resolve().parents[1] / "keycloak" / "mlflow-realm.json"
 # Keycloak's dev mode re-augments and boots Quarkus: a minute or more on two busy cores.
-START_TIMEOUT = float(os.environ.get("MSA_KEYCLOAK_START_TIMEOUT", "420"))
+START_TIMEOUT = float(os.environ.get("MSA_KEYCLOAK_START_TIMEOUT", "600"))
 
 
 def _java_major() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import os
 import secrets
 import sys
 import urllib.error
@@ -22,7 +23,7 @@ from pathlib import Path
 from dev.stack._proc import ManagedProcess, StackError, free_port, wait_until
 
 # MLflow's import alone takes ~10 s on two busy cores; the auth app also migrates its database.
-START_TIMEOUT = 180.0
+START_TIMEOUT = float(os.environ.get("MSA_MLFLOW_START_TIMEOUT", "420"))
 
 
 class MlflowServer:
