@@ -105,7 +105,7 @@ def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(
         # The plugin came from the init container's copy, not from an installed package.
         plugin_dir = kubelet.volume_dirs["mlflow-secrets-auth-plugin"]
         assert started[0]["plugin"].startswith(str(plugin_dir))
-        wait_for(lambda: len(out.of("logged")) >= 10, 60, "10 metrics logged with the first credential")
+        wait_for(lambda: len(out.of("logged")) >= 5, 60, "5 metrics logged with the first credential")
 
         # Rotate in OpenBao; ask the operator to sync now.
         openbao.client().secrets.kv.v2.create_or_update_secret(
@@ -120,12 +120,12 @@ def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(
         wait_for(lambda: (credential_dir / "username").read_text() == new_user, 30,
                  "the kubelet to swap ..data to the new credential")
         before = len(out.of("logged"))
-        wait_for(lambda: len(out.of("logged")) >= before + 20, 60, "logging after the swap")
+        wait_for(lambda: len(out.of("logged")) >= before + 10, 60, "logging after the swap")
 
         # The old user is gone: only a client that moved to the new credential keeps working.
         mlflow_basic.delete_user(old_user)
         before = len(out.of("logged"))
-        wait_for(lambda: len(out.of("logged")) >= before + 20, 60, "logging with only the new user left")
+        wait_for(lambda: len(out.of("logged")) >= before + 10, 60, "logging with only the new user left")
         assert process.poll() is None, "the client process restarted or exited"
     finally:
         kubelet.stop()
