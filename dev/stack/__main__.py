@@ -201,6 +201,7 @@ def cmd_down(names: list[str]) -> int:
     for name in reversed(list(components)):
         if names and name not in names:
             continue
+        started = time.monotonic()
         _stop_entry(components[name])
         left = [p["pid"] for p in components[name].get("processes", [])
                 if _pid_matches(p["pid"], p["argv0"])]
@@ -208,7 +209,7 @@ def cmd_down(names: list[str]) -> int:
             raise StackError(f"{name}: processes {left} did not stop; kill them by pid")
         del components[name]
         save_state(state)
-        print(f"{name}: down")
+        print(f"{name}: down ({time.monotonic() - started:.1f}s)")
     if not components:
         with contextlib.suppress(FileNotFoundError):
             state_path().unlink()
