@@ -50,6 +50,14 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    import os
+
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ready_count(custom) -> int:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
     return sum(1 for b in items for c in (b.get("status") or {}).get("conditions") or []
@@ -63,6 +71,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--observe-refresh", action="store_true")
     parser.add_argument("--workers", default="16", help="MSA_WORKERS for the operator")
+    parser.add_argument("--profile", metavar="FILE", help="run the operator under cProfile into FILE")
     args = parser.parse_args()
 
     from kubernetes import client
@@ -89,7 +98,9 @@ def main() -> int:
                 path=f"bench/b{i}", secret={"token": f"bench-token-{i:05d}"}), range(args.bindings)))
 
         metrics_port, health_port = free_port(), free_port()
-        operator = ManagedProcess("operator", [sys.executable, "-m", "mlflow_secrets_auth_operator"],
+        profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
+        operator = ManagedProcess("operator", [sys.executable, *profile, "-m",
+                                               "mlflow_secrets_auth_operator"],
                                   run_dir / "operator.log", cwd=ROOT, env={
             "KUBECONFIG": str(kube.kubeconfig), "MSA_METRICS_ADDRESS": "127.0.0.1",
             "MSA_METRICS_PORT": str(metrics_port), "MSA_HEALTH_ADDRESS": "127.0.0.1",
@@ -98,6 +109,11 @@ def main() -> int:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         wait_until(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), 60, "operator",
                    proc=operator)
+
+        report["operator_idle_rss_mib"] = round(peak_rss_mib(operator.pid), 1)
+        apiserver = next(p for p in kube.processes if p.name == "kube-apiserver")
+        cpu_before = {"operator": cpu_seconds(operator.pid), "apiserver": cpu_seconds(apiserver.pid),
+                      "operator_main": cpu_seconds(operator.pid, operator.pid)}
 
         def create(i: int) -> None:
             custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, {
@@ -121,6 +137,13 @@ def main() -> int:
         report["all_ready_seconds"] = round(time.monotonic() - started, 1) \
             if ready >= args.bindings else None
         report["ready"] = ready
+        report["cpu_seconds_until_ready"] = {
+            "operator": round(cpu_seconds(operator.pid) - cpu_before["operator"], 1),
+            "operator_event_loop_thread": round(cpu_seconds(operator.pid, operator.pid)
+                                                - cpu_before["operator_main"], 1),
+            "kube_apiserver": round(cpu_seconds(apiserver.pid) - cpu_before["apiserver"], 1)}
+        with open("/proc/loadavg") as handle:
+            report["load_average"] = handle.read().split()[:3]
         report["provider_reads_ok"] = metric(metrics_url, "msa_provider_calls_total",
                                              provider="vault", result="ok")
         report["provider_calls_total"] = metric(metrics_url, "msa_provider_calls_total")
@@ -132,6 +155,9 @@ def main() -> int:
             time.sleep(parse_duration(args.refresh) + 10)
             report["provider_calls_in_one_refresh"] = metric(
                 metrics_url, "msa_provider_calls_total") - before
+        sample = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "b0")
+        report["sample_metadata"] = {k: sample["metadata"].get(k) for k in
+                                     ("annotations", "finalizers", "generation", "resourceVersion")}
         report["operator_peak_rss_mib"] = round(peak_rss_mib(operator.pid), 1)
         report["operator_alive"] = operator.alive()
     finally:

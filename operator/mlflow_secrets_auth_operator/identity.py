@@ -104,7 +104,8 @@ def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
 
 
 def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
-                  redactor: Redactor, fetchers, ca_dir: Path) -> Callable[[], object]:
+                  redactor: Redactor, fetchers, ca_dir: Path,
+                  kv_versions: Optional[dict] = None) -> Callable[[], object]:
     """Resolve the identity, then return a no-argument call that fetches the secret."""
     namespace = binding.metadata.namespace or "default"
     provider = binding.spec.provider
@@ -134,7 +135,8 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
         ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.vault.caCert")
         return lambda: fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
                                          kv_version=spec.kv_version, namespace=spec.namespace,
-                                         ca_bundle=ca, timeout=timeout)
+                                         ca_bundle=ca, timeout=timeout,
+                                         version_cache=kv_versions)
 
     if provider.aws_secrets_manager is not None:
         spec, base = provider.aws_secrets_manager, "spec.provider.awsSecretsManager.auth"

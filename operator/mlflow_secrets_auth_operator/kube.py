@@ -8,6 +8,8 @@ import base64
 import json
 import logging
 import socket
+import threading
+import time
 from datetime import datetime
 from typing import Dict, Iterable, Mapping, Optional
 
@@ -36,11 +38,16 @@ def api_client(pool_size: int = 32) -> client.ApiClient:
 
 
 class KubeApi:
-    def __init__(self, api: client.ApiClient, timeout: float = 15.0):
+    def __init__(self, api: client.ApiClient, timeout: float = 15.0, auth_cache_seconds: float = 5.0):
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.timeout = timeout
         self.instance = socket.gethostname()
+        # auth material (Vault tokens, keys) is read per sync; many bindings of a namespace share
+        # one Secret, so a few seconds of caching saves most reads without going stale
+        self._auth_cache: Dict[tuple, tuple] = {}
+        self._auth_cache_seconds = auth_cache_seconds
+        self._lock = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
     def read_secret(self, namespace: str, name: str) -> Optional[Dict]:
@@ -55,10 +62,28 @@ class KubeApi:
         return json.loads(resp.data)
 
     def read_secret_data(self, namespace: str, name: str) -> Optional[Dict[str, str]]:
-        """A Secret's data decoded to text (binary values are skipped), or None if missing."""
+        """A Secret's data decoded to text (binary values are skipped), or None if missing.
+
+        Answers are cached for a few seconds (missing Secrets are not cached)."""
+        key, now = (namespace, name), time.monotonic()
+        with self._lock:
+            hit = self._auth_cache.get(key)
+            if hit is not None and now - hit[0] < self._auth_cache_seconds:
+                return dict(hit[1])
+            if len(self._auth_cache) > 4096:
+                self._auth_cache.clear()
         secret = self.read_secret(namespace, name)
         if secret is None:
+            with self._lock:
+                self._auth_cache.pop(key, None)
             return None
+        out = self._decode(secret)
+        with self._lock:
+            self._auth_cache[key] = (now, out)
+        return dict(out)
+
+    @staticmethod
+    def _decode(secret: Mapping) -> Dict[str, str]:
         out = {}
         for key, value in (secret.get("data") or {}).items():
             try:

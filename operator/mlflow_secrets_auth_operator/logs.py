@@ -11,17 +11,23 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional, Set
 
 REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 4   # shorter values are not worth redacting (and would mangle every line)
 
 
 class Redactor:
-    """A bounded set of secret strings to scrub from log output (thread-safe)."""
+    """A bounded set of secret strings to scrub from log output (thread-safe).
+
+    Secrets are indexed by their first ``MIN_SECRET_LENGTH`` characters, so redacting a line
+    costs one dictionary lookup per character, however many secrets are known (thousands of
+    bindings must not make every log line slower).
+    """
 
     def __init__(self, capacity: int = 100_000):
         self._values: "OrderedDict[str, None]" = OrderedDict()
+        self._by_prefix: Dict[str, Set[str]] = {}
         self._capacity = capacity
         self._lock = threading.Lock()
 
@@ -37,10 +43,17 @@ class Redactor:
                     continue
                 for text in {value, value.strip()}:
                     if len(text) >= MIN_SECRET_LENGTH:
+                        if text not in self._values:
+                            self._by_prefix.setdefault(text[:MIN_SECRET_LENGTH], set()).add(text)
                         self._values[text] = None
                         self._values.move_to_end(text)
             while len(self._values) > self._capacity:
-                self._values.popitem(last=False)
+                old, _ = self._values.popitem(last=False)
+                bucket = self._by_prefix.get(old[:MIN_SECRET_LENGTH])
+                if bucket is not None:
+                    bucket.discard(old)
+                    if not bucket:
+                        del self._by_prefix[old[:MIN_SECRET_LENGTH]]
 
     def add_all(self, values: Iterable[Optional[object]]) -> None:
         self.add(*values)
@@ -49,14 +62,26 @@ class Redactor:
         return len(self._values)
 
     def redact(self, text: str) -> str:
-        if not text:
+        if not text or len(text) < MIN_SECRET_LENGTH:
             return text
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return text
+            index = self._by_prefix
+            out, i, start, n = [], 0, 0, len(text)
+            while i <= n - MIN_SECRET_LENGTH:
+                bucket = index.get(text[i:i + MIN_SECRET_LENGTH])
+                match = max((v for v in bucket if text.startswith(v, i)), key=len,
+                            default=None) if bucket else None
+                if match is None:
+                    i += 1
+                    continue
+                out.append(text[start:i])
+                out.append(REDACTED)
+                i += len(match)
+                start = i
+        if not out:
+            return text
+        out.append(text[start:])
+        return "".join(out)
 
 
 class RedactingFilter(logging.Filter):

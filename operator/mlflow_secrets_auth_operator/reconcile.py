@@ -45,6 +45,7 @@ class Context:
     fetchers: Mapping[str, Callable] = field(default_factory=lambda: dict(DEFAULT_FETCHERS))
     exchange: Optional[object] = None  # exchange.TokenClient
     ca_dir: Path = field(default_factory=lambda: Path("/tmp/mlflow-secrets-auth-ca"))
+    kv_versions: dict = field(default_factory=dict)  # (address, namespace, mount) -> "1" | "2"
 
 
 def parse_binding(body: Mapping) -> MlflowAuthBinding:
@@ -92,7 +93,8 @@ def _provider_kind(body: Mapping) -> str:
 def _sync(binding: MlflowAuthBinding, ctx: Context) -> builders.Outcome:
     spec = binding.spec
     kind = spec.provider.kind
-    call = provider_call(binding, ctx.kube, ctx.settings, ctx.redactor, ctx.fetchers, ctx.ca_dir)
+    call = provider_call(binding, ctx.kube, ctx.settings, ctx.redactor, ctx.fetchers, ctx.ca_dir,
+                         ctx.kv_versions)
     value: SecretValue = call()
     ctx.metrics.provider_calls.labels(kind, "ok").inc()
     _learn(ctx.redactor, value)
@@ -141,12 +143,23 @@ def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> bool:
     meta = {"name": binding.metadata.name, "namespace": binding.metadata.namespace,
             "uid": binding.metadata.uid}
     desired = builders.build_secret(meta, fields)
-    existing = ctx.kube.read_secret(meta["namespace"], secret_name_for(meta["name"]))
+    name = secret_name_for(meta["name"])
+    if binding.status.secret_name is None:
+        # never synced: the Secret most likely does not exist yet, so try to create it first
+        try:
+            ctx.kube.write_secret(desired, None)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        else:
+            ctx.metrics.secret_writes.inc()
+            return True
+    existing = ctx.kube.read_secret(meta["namespace"], name)
     if existing is not None:
         owners = (existing.get("metadata") or {}).get("ownerReferences") or []
         if not any(o.get("uid") == meta["uid"] for o in owners):
-            raise SyncError("SecretConflict", f"a Secret {secret_name_for(meta['name'])} that this "
-                            f"binding does not own already exists; delete or rename it")
+            raise SyncError("SecretConflict", f"a Secret {name} that this binding does not own "
+                            f"already exists; delete or rename it")
     if not builders.secret_needs_write(existing, desired):
         return False
     ctx.kube.write_secret(desired, existing)

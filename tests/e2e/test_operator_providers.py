@@ -24,6 +24,11 @@ def test_vault_fetch_reads_kv2_and_kv1_with_version_detection(openbao):
     assert json.loads(v2.content) == {"token": "v2-value"} and v2.version == "1"
     assert json.loads(vault.fetch(openbao.addr, path, root, mount="kv1").content) == {"token": "v1-value"}
     assert "v2-value" not in repr(v2) and openbao.root_token not in repr(root)
+    cache = {}
+    vault.fetch(openbao.addr, path, root, mount="kv1", version_cache=cache)
+    assert cache == {(openbao.addr, None, "kv1"): "1"}
+    again = vault.fetch(openbao.addr, path, root, mount="kv1", version_cache=cache)
+    assert json.loads(again.content) == {"token": "v1-value"}
 
 
 def test_vault_fetch_classifies_failures(openbao):

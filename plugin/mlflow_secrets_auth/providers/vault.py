@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import MutableMapping, Optional, Union
 
 from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
                SecretNotFound, SecretValue, require)
@@ -42,11 +42,14 @@ VaultAuth = Union[VaultToken, VaultKubernetes, VaultAppRole]
 
 def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
           kv_version: str = "auto", namespace: Optional[str] = None,
-          ca_bundle: Optional[str] = None, timeout: float = 10.0) -> SecretValue:
+          ca_bundle: Optional[str] = None, timeout: float = 10.0,
+          version_cache: Optional[MutableMapping] = None) -> SecretValue:
     """Read ``mount``/``path`` from Vault's KV engine; the content is the secret's JSON object.
 
     ``kv_version`` is ``"1"``, ``"2"`` or ``"auto"`` (ask Vault which version the mount is).
-    ``ca_bundle`` is a path to a PEM file (default: system CAs).
+    ``ca_bundle`` is a path to a PEM file (default: system CAs). ``version_cache``: a mapping the
+    caller keeps to remember detected mount versions, so ``auto`` costs one extra call per mount
+    instead of one per read.
     """
     hvac = require("hvac", "vault")
     requests = require("requests", "vault")
@@ -56,8 +59,21 @@ def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
     path = path.strip("/")
     try:
         _login(client, auth, hvac)
-        version = kv_version if kv_version in ("1", "2") else _detect_version(client, mount, hvac)
-        return _read(client, mount, path, version, hvac)
+        key = (address, namespace, mount)
+        if kv_version in ("1", "2"):
+            version = kv_version
+        elif version_cache is not None and key in version_cache:
+            version = version_cache[key]
+        else:
+            version = _detect_version(client, mount, hvac)
+            if version_cache is not None:
+                version_cache[key] = version
+        try:
+            return _read(client, mount, path, version, hvac)
+        except SecretNotFound:
+            if version_cache is not None:
+                version_cache.pop(key, None)  # the mount may have been re-created
+            raise
     except ProviderError:
         raise
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:

@@ -36,6 +36,9 @@ class FakeKube:
         return f"sa-token-for-{namespace}-{service_account}"
 
     def write_secret(self, body, existing):
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if existing is None and key in self.secrets:
+            raise ApiException(status=409, reason="AlreadyExists")
         body = copy.deepcopy(body)
         version = int((existing or {}).get("metadata", {}).get("resourceVersion", "0")) + 1
         body["metadata"]["resourceVersion"] = str(version)
