@@ -270,7 +270,7 @@ class LocalKube(KubeAccess):
             f"--cert-dir={pki['ca.crt'].parent}",
             "--profiling=false",
         ])
-        wait_until(lambda: self._get("/readyz") == 200, 60, "kube-apiserver /readyz", proc=proc)
+        wait_until(lambda: self._get("/readyz") == 200, 120, "kube-apiserver /readyz", proc=proc)
 
     def _start_controller_manager(self, pki: dict[str, Path]) -> None:
         assert self.run_dir is not None
