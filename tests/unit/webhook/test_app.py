@@ -52,3 +52,28 @@ def test_two_apps_in_one_process_keep_separate_metrics(settings, review):
     first.post("/mutate", json=review)
     assert 'result="denied"} 1.0' in first.get("/metrics").text
     assert 'result="denied"} 0.0' in second.get("/metrics").text
+
+
+def test_a_stale_cache_is_rechecked_live_before_denying(settings, binding_raw, review):
+    live_calls = []
+
+    def live(namespace):
+        live_calls.append(namespace)
+        return [binding_raw]
+    client = TestClient(create_app(settings, lambda namespace: [], recheck=live))
+    body = client.post("/mutate", json=review).json()
+    assert body["response"]["allowed"] is True and body["response"]["patch"]
+    assert live_calls == ["team-a"]
+
+
+def test_a_cached_binding_answers_without_a_live_read(settings, binding_raw, review):
+    def live(namespace):
+        raise AssertionError("a live read on the fast path")
+    client = TestClient(create_app(settings, lambda namespace: [binding_raw], recheck=live))
+    assert client.post("/mutate", json=review).json()["response"]["allowed"] is True
+
+
+def test_a_denial_confirmed_live_is_still_a_denial(settings, review):
+    client = TestClient(create_app(settings, lambda namespace: [], recheck=lambda namespace: []))
+    response = client.post("/mutate", json=review).json()["response"]
+    assert response["allowed"] is False and "has no MlflowAuthBinding" in response["status"]["message"]
