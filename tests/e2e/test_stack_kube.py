@@ -12,7 +12,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from dev.stack._proc import StackError
-from dev.stack.kube import LocalKube, pinned_version, venv_tool
+from dev.stack.kube import ExistingKube, LocalKube, pinned_version, venv_tool
 from tests.e2e.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +175,11 @@ def test_installing_without_go_fails_with_an_error_that_says_to_install_go(tmp_p
 
     with pytest.raises(StackError, match=r"`go` is not on PATH.*Install Go"):
         LocalKube().ensure_installed()
+
+
+def test_an_existing_cluster_is_reached_through_its_kubeconfig_alone(kube, tmp_path):
+    existing = ExistingKube(kube.kubeconfig, work_dir=tmp_path)
+
+    assert existing.server.rstrip("/") == kube.server.rstrip("/")
+    assert existing.ca_pem() == kube.ca_pem()
+    assert existing.kubectl("get", "namespace", "default", "-o", "name").stdout.strip() == "namespace/default"
