@@ -77,6 +77,9 @@ class MlflowServer:
             # No telemetry or update checks from a test server.
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
+            # No background job runner: it forks five huey consumers that each import MLflow,
+            # which triples the start-up cost; tracking and auth do not need it.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         argv = [
             sys.executable, "-m", "mlflow", "server",
