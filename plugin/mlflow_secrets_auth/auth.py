@@ -101,11 +101,18 @@ class SecretsAuth(AuthBase):
         if self._due:
             self._refresh(False)
         header = self._header
+        if header is None:
+            header = self._await_first_load()
         if header is not None and (r.url.startswith(self._ok) or self._admit(r.url)):
             name, value = header
             r.headers[name] = value
             r.hooks["response"].append(self._hook)
         return r
+
+    def _await_first_load(self):
+        """No credential yet: wait for a thread that may be loading it, then use what it got."""
+        with self._lock:
+            return self._header
 
     # ---- credential -----------------------------------------------------------------------
     def _refresh(self, force: bool) -> bool:

@@ -362,3 +362,75 @@ def test_a_host_once_allowed_does_not_admit_look_alike_urls(tmp_path, url):
     assert allowed.headers["Authorization"] == "Bearer " + TOKEN
     other = auth(requests.Request("GET", url).prepare())
     assert other.headers.get("Authorization") != "Bearer " + TOKEN
+
+
+def test_concurrent_requests_during_rotations_never_mix_a_header_name_with_another_value(tmp_path):
+    import threading
+
+    vol = volume(tmp_path, {"header-name": "X-Version-0", "header-value": "value-0"})
+    auth = make_auth(FileSource(str(vol.root)), "h", check_interval=0.0)
+    stop, bad, sent = threading.Event(), [], []
+
+    def client():
+        while not stop.is_set():
+            req = auth(requests.Request("GET", "http://h/").prepare())
+            pairs = [(k, v) for k, v in req.headers.items() if k.startswith("X-Version-")]
+            sent.append(pairs)
+            if len(pairs) != 1 or pairs[0][0][-1] != pairs[0][1][-1]:
+                bad.append(pairs)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(1, 40):
+        vol.write({"header-name": "X-Version-%d" % (i % 10), "header-value": "value-%d" % (i % 10)})
+        stop.wait(0.005)  # kubelet rotates far less often; let some requests through each version
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert sent and not bad, bad[:3]
+    assert len({p[0][0] for p in sent if p}) > 1  # rotations were seen while sending
+
+
+def test_a_streamed_body_is_not_resent_after_401(tmp_path, serve):
+    srv = rotating_server(serve, "new-token")
+    vol = volume(tmp_path, {"token": "old-token"})
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    s = session()
+    s.get(srv.url(), auth=auth)
+    vol.write({"token": "new-token"})
+    r = s.post(srv.url(), data=iter([b"a", b"b"]), auth=auth)
+    assert r.status_code == 401 and len(srv.requests) == 2
+
+
+class SlowFirstLoad:
+    def __init__(self):
+        self.polls = 0
+
+    def poll(self, force=False):
+        self.polls += 1
+        if self.polls == 1:
+            time.sleep(0.3)
+            return Credential("Authorization", "Bearer " + TOKEN)
+        return UNCHANGED
+
+    def describe(self):
+        return "a slow first read"
+
+
+def test_requests_racing_the_first_load_wait_for_it_instead_of_going_without(tmp_path):
+    import threading
+
+    auth = make_auth(SlowFirstLoad(), "h", schedule=ManualTimer())
+    results = []
+
+    def client():
+        results.append(auth(requests.Request("GET", "http://h/").prepare()).headers.get(
+            "Authorization"))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == ["Bearer " + TOKEN] * 4
