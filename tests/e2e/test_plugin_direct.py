@@ -143,3 +143,17 @@ def test_aws_web_identity_from_the_default_chain_feeds_a_custom_header(
     assert result.ok, result
     seen = mlflow_front.requests_seen()
     assert seen and all(r["custom_header"] == front_token and not r["authorization"] for r in seen)
+
+
+# ---- Azure Key Vault (Lowkey Vault) ------------------------------------------------------------
+def test_an_azure_key_vault_secret_via_default_azure_credential_gives_a_bearer_token(
+        lowkey, mlflow_front, front_token, tmp_path):
+    name = unique("mlflow-token").replace("/", "-")
+    lowkey.secret_client().set_secret(name, front_token)
+    env = direct_env(tmp_path, mlflow_front.url, MLFLOW_SECRETS_AUTH_ENABLE="azure-key-vault",
+                     AZURE_KEY_VAULT_URL=lowkey.vault_url, MLFLOW_AZURE_SECRET_NAME=name,
+                     MLFLOW_SECRETS_CA_BUNDLE=str(lowkey.ca_file),
+                     # Lowkey's challenge names https://127.0.0.1:PORT, not *.vault.azure.net
+                     MLFLOW_AZURE_VERIFY_CHALLENGE_RESOURCE="false", **lowkey.identity_env)
+    result = MlflowClientProcess(env, [["search"]], [front_token]).run()
+    assert result.ok, result
