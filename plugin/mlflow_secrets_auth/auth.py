@@ -2,12 +2,13 @@
 
 Imported only when MLflow first asks for the auth (``requests`` is loaded by then). Per request
 it does what a header assignment costs: a flag test, one ``str.startswith`` against the tuple
-of ``scheme://netloc/`` prefixes already found allowed, the header assignment and a hook append. No clock is read per request
-(``clock_gettime`` is a syscall on some hosts): after each poll a one-shot timer raises the
-"due" flag ``check_interval`` seconds later, and the next request polls the source (a
-``readlink`` of ``..data``). The allowlist is re-read from the environment at the same moments
-(and before refusing a host), so ``mlflow.set_tracking_uri`` is honoured without a restart. A
-forked child polls on its first request (the parent's timer thread does not survive a fork).
+of ``scheme://netloc/`` prefixes already found allowed, the header assignment and a hook
+append. No clock is read per request (``clock_gettime`` is a syscall on some hosts): after
+each poll a one-shot timer raises the "due" flag ``check_interval`` seconds later, and the next
+request polls the source (a ``readlink`` of ``..data``). The allowlist is re-read from the
+environment at the same moments (and before refusing a host), so ``mlflow.set_tracking_uri``
+is honoured without a restart. A forked child polls on its first request (the parent's timer
+thread does not survive a fork).
 
 Safety rules, each with its own code path:
 
@@ -120,8 +121,8 @@ class SecretsAuth(AuthBase):
         if not self._lock.acquire(blocking=force):
             return False  # another thread is polling; keep using the current credential
         try:
-            self._due = False
-            if not self._timer_pending:
+            self._due = self._interval <= 0  # an interval of 0 polls on every request
+            if not self._due and not self._timer_pending:
                 self._timer_pending = True
                 try:
                     self._schedule(self._interval, self._mark_due)

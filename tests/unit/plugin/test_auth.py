@@ -434,3 +434,13 @@ def test_requests_racing_the_first_load_wait_for_it_instead_of_going_without(tmp
     for t in threads:
         t.join(timeout=30)
     assert results == ["Bearer " + TOKEN] * 4
+
+
+def test_a_zero_check_interval_polls_on_every_request_without_timers(tmp_path):
+    timer = ManualTimer()
+    source = CountingSource(str(volume(tmp_path, {"token": TOKEN}).root))
+    before = CountingSource.polls
+    auth = make_auth(source, "h", check_interval=0.0, schedule=timer)
+    for _ in range(3):
+        auth(requests.Request("GET", "http://h/").prepare())
+    assert CountingSource.polls - before == 3 and timer.pending == []
