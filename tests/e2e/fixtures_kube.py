@@ -16,10 +16,14 @@ import secrets
 
 import pytest
 
+from dev.stack._proc import StackError
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
 
 __all__ = ["kube", "kube_api", "namespace", "openbao", "pytest_collection_finish"]
+
+
+_install_error: list[StackError] = []
 
 
 def _use_existing_cluster() -> bool:
@@ -38,7 +42,10 @@ def pytest_collection_finish(session) -> None:
             if reporter is not None:
                 reporter.write_line(f"building the Kubernetes {cluster.version} control plane "
                                     f"into {cluster.bin_dir} (first run only, 10-25 min)")
-        cluster.ensure_installed()
+        try:
+            cluster.ensure_installed()
+        except StackError as exc:  # reported by every test that needs `kube`, not as a crash
+            _install_error.append(exc)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +53,8 @@ def kube(tmp_path_factory) -> KubeAccess:
     if _use_existing_cluster():
         yield ExistingKube(work_dir=tmp_path_factory.mktemp("existing-kube"))
         return
+    if _install_error:
+        raise _install_error[0]
     cluster = LocalKube()
     atexit.register(cluster.stop)  # also when the session dies before fixture teardown
     cluster.start(tmp_path_factory.mktemp("kube"))
