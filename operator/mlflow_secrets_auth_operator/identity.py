@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -136,7 +137,7 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
         return lambda: fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
                                          kv_version=spec.kv_version, namespace=spec.namespace,
                                          ca_bundle=ca, timeout=timeout,
-                                         version_cache=kv_versions)
+                                         version_cache=kv_versions, session=_session())
 
     if provider.aws_secrets_manager is not None:
         spec, base = provider.aws_secrets_manager, "spec.provider.awsSecretsManager.auth"
@@ -178,6 +179,19 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
     ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.azureKeyVault.caCert")
     return lambda: fetchers["azureKeyVault"](spec.vault_url, spec.secret_name, credentials,
                                              version=spec.version, ca_bundle=ca, timeout=timeout)
+
+
+_local = threading.local()
+
+
+def _session():
+    """One requests.Session per worker thread, so Vault calls reuse their connections."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        import requests
+
+        session = _local.session = requests.Session()
+    return session
 
 
 def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor: Redactor) -> str:

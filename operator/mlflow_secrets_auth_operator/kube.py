@@ -59,7 +59,7 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(resp.data)
+        return json.loads(_body(resp))
 
     def read_secret_data(self, namespace: str, name: str) -> Optional[Dict[str, str]]:
         """A Secret's data decoded to text (binary values are skipped), or None if missing.
@@ -101,15 +101,15 @@ class KubeApi:
                 "spec": {"audiences": list(audiences), "expirationSeconds": seconds}}
         resp = self.core.create_namespaced_service_account_token(
             service_account, namespace, body, _preload_content=False, _request_timeout=self.timeout)
-        return json.loads(resp.data)["status"]["token"]
+        return json.loads(_body(resp))["status"]["token"]
 
     # -- writes ------------------------------------------------------------------------------
     def write_secret(self, body: Mapping, existing: Optional[Mapping]) -> None:
         """Create the Secret, or replace it at the version we read (a conflict raises 409)."""
         namespace = body["metadata"]["namespace"]
         if existing is None:
-            self.core.create_namespaced_secret(namespace, body, _preload_content=False,
-                                               _request_timeout=self.timeout)
+            _body(self.core.create_namespaced_secret(namespace, body, _preload_content=False,
+                                                     _request_timeout=self.timeout))
             return
         replacement = json.loads(json.dumps(body))
         replacement["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
@@ -118,14 +118,15 @@ class KubeApi:
         labels = dict(existing["metadata"].get("labels") or {})
         labels.update(replacement["metadata"]["labels"])
         replacement["metadata"]["labels"] = labels
-        self.core.replace_namespaced_secret(body["metadata"]["name"], namespace, replacement,
-                                            _preload_content=False, _request_timeout=self.timeout)
+        _body(self.core.replace_namespaced_secret(body["metadata"]["name"], namespace, replacement,
+                                                  _preload_content=False,
+                                                  _request_timeout=self.timeout))
 
     def patch_status(self, namespace: str, name: str, status: Mapping) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+        _body(self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
             _content_type="application/merge-patch+json", _preload_content=False,
-            _request_timeout=self.timeout)
+            _request_timeout=self.timeout))
 
     def post_event(self, binding_meta: Mapping, type_: str, reason: str, message: str,
                    now: datetime) -> None:
@@ -144,8 +145,17 @@ class KubeApi:
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         }
         try:
-            self.core.create_namespaced_event(namespace, body, _preload_content=False,
-                                              _request_timeout=self.timeout)
+            _body(self.core.create_namespaced_event(namespace, body, _preload_content=False,
+                                                    _request_timeout=self.timeout))
         except (ApiException, OSError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace,
                         binding_meta["name"], getattr(exc, "reason", exc))
+
+
+def _body(resp) -> bytes:
+    """Read a raw (``_preload_content=False``) response and hand its connection back to the pool;
+    without ``release_conn`` every call would pay a new TLS handshake."""
+    try:
+        return resp.data
+    finally:
+        resp.release_conn()

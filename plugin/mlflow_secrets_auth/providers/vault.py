@@ -43,18 +43,19 @@ VaultAuth = Union[VaultToken, VaultKubernetes, VaultAppRole]
 def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
           kv_version: str = "auto", namespace: Optional[str] = None,
           ca_bundle: Optional[str] = None, timeout: float = 10.0,
-          version_cache: Optional[MutableMapping] = None) -> SecretValue:
+          version_cache: Optional[MutableMapping] = None, session=None) -> SecretValue:
     """Read ``mount``/``path`` from Vault's KV engine; the content is the secret's JSON object.
 
     ``kv_version`` is ``"1"``, ``"2"`` or ``"auto"`` (ask Vault which version the mount is).
     ``ca_bundle`` is a path to a PEM file (default: system CAs). ``version_cache``: a mapping the
     caller keeps to remember detected mount versions, so ``auto`` costs one extra call per mount
-    instead of one per read.
+    instead of one per read. ``session``: a ``requests.Session`` to reuse connections across
+    calls (one per thread).
     """
     hvac = require("hvac", "vault")
     requests = require("requests", "vault")
     client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
-                         verify=ca_bundle if ca_bundle else True)
+                         verify=ca_bundle if ca_bundle else True, session=session)
     mount = mount.strip("/")
     path = path.strip("/")
     try:
