@@ -3,6 +3,9 @@
     python -m dev.demo          bring up the stack, the operator and the webhook; run the scenario
     python -m dev.demo down     stop everything (same as `python -m dev.stack down`)
 
+With `KUBECONFIG` set, the demo installs the Helm chart into that cluster instead (see
+`real_cluster`); unset it to use the local stack.
+
 The scenario: a team stores its MLflow credential in OpenBao; an MlflowAuthBinding tells the
 operator to keep it in a Secret (Vault Kubernetes auth as the team's own ServiceAccount); a pod
 labelled `mlflow-secrets-auth/inject: "true"` is created through the API server and mutated by the
@@ -265,10 +268,49 @@ def run_scenario() -> int:
     return 0 if ok else 1
 
 
+def real_cluster(kubeconfig: str, down: bool) -> int:
+    """`KUBECONFIG` given: install the chart with `helm` into that cluster instead of the local stack.
+
+    The image must be pullable by the cluster (`MSA_IMAGE=repo:tag`; see docs/kind.md to build and
+    load it into kind). The scenario itself needs a secret manager and MLflow that the cluster
+    reaches, so here the demo stops at a verified install and prints the next steps."""
+    import os
+
+    from dev.helm import ensure_helm
+    from dev.stack.kube import ExistingKube
+
+    helm = str(ensure_helm())
+    release, ns = "mlflow-secrets-auth", "mlflow-secrets-auth"
+    env = dict(os.environ, KUBECONFIG=kubeconfig)
+    if down:
+        return subprocess.run([helm, "uninstall", release, "-n", ns], env=env).returncode
+    image = os.environ.get("MSA_IMAGE", "")
+    sets = []
+    if image:
+        repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        sets = ["--set", f"image.repository={repository}"] + (["--set", f"image.tag={tag}"] if tag else [])
+    say(f"KUBECONFIG={kubeconfig}: installing the chart with helm into that cluster")
+    subprocess.run([helm, "upgrade", "--install", release, str(ROOT / "charts" / "mlflow-secrets-auth"),
+                    "-n", ns, "--create-namespace", "--wait", "--timeout", "5m", *sets], env=env, check=True)
+    kube = ExistingKube(kubeconfig)
+    detail(kube.kubectl("get", "deploy,svc,mutatingwebhookconfiguration", "-n", ns).stdout)
+    detail(kube.kubectl("get", "crd", "mlflowauthbindings.mlflow-secrets-auth.io").stdout)
+    say("Next: apply a binding (README, docs/providers/) and label a pod "
+        "mlflow-secrets-auth/inject=true; `make demo-down` uninstalls the release")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     from dev.stack.__main__ import cmd_down, cmd_up
 
+    from dev.stack.__main__ import load_state
+
     args = sys.argv[1:] if argv is None else argv
+    local = load_state().get("components", {}).get("kube", {}).get("info", {}).get("kubeconfig")
+    if os.environ.get("KUBECONFIG") and os.environ["KUBECONFIG"] != local:
+        return real_cluster(os.environ["KUBECONFIG"], down=args[:1] == ["down"])
     if args[:1] == ["down"]:
         return cmd_down([])
     say("Starting the local stack: kube-apiserver + etcd + kube-controller-manager, OpenBao, "
