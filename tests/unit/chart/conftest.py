@@ -1,6 +1,8 @@
 """Render the chart with the project's pinned helm (built once into the cache by dev/helm.py)."""
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable
@@ -63,15 +65,26 @@ def _values_args(tmp: Path, values: dict[str, Any] | None) -> list[str]:
     return ["-f", str(path)]
 
 
+@pytest.fixture(scope="session")
+def _render_cache() -> dict:
+    return {}
+
+
 @pytest.fixture
-def render(helm_bin, tmp_path):
-    """render(values=None, namespace=...) -> Rendered; fails the test on a helm error."""
+def render(helm_bin, tmp_path, _render_cache):
+    """render(values=None, namespace=...) -> Rendered; fails the test on a helm error.
+
+    Renders are cached for the session by (values, namespace), and each caller gets its own copy.
+    """
 
     def _render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> Rendered:
-        proc = _run(helm_bin, ["template", RELEASE, str(CHART), "--namespace", namespace,
-                               *_values_args(tmp_path, values)])
-        assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
-        return Rendered(d for d in yaml.safe_load_all(proc.stdout) if d)
+        key = (json.dumps(values, sort_keys=True), namespace)
+        if key not in _render_cache:
+            proc = _run(helm_bin, ["template", RELEASE, str(CHART), "--namespace", namespace,
+                                   *_values_args(tmp_path, values)])
+            assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+            _render_cache[key] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+        return Rendered(copy.deepcopy(_render_cache[key]))
 
     return _render
 
