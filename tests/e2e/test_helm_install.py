@@ -54,7 +54,7 @@ class Release:
 
     def install(self) -> None:
         self._adopt_existing_crds()
-        self.helm("install", self.name, str(CHART), "--namespace", self.namespace,
+        self.install_output = self.helm("install", self.name, str(CHART), "--namespace", self.namespace,
                   "--set-json",
                   f'webhook.namespaceSelector={{"matchLabels":{{"mlflow-secrets-auth.io/helm-e2e":"{self.name}"}}}}',
                   "--timeout", "2m")
@@ -113,6 +113,8 @@ def test_helm_install_creates_the_crd_and_both_components(release):
     assert deployments == {f"{release.fullname}-operator", f"{release.fullname}-webhook"}
     assert release.get("service", f"{release.fullname}-webhook", "-n", release.namespace)
     assert release.get("poddisruptionbudget", f"{release.fullname}-webhook", "-n", release.namespace)
+    notes = release.install_output.stdout
+    assert "mlflow-secrets-auth/inject" in notes and "kubectl get mab" in notes
 
 
 def _verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
