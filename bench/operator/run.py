@@ -30,9 +30,13 @@ GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindin
 NAMESPACE = "bench"
 
 
-def metric(url: str, name: str, **labels: str) -> float:
+def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
+        return resp.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``, in one scrape ``text``."""
     total = 0.0
     for line in text.splitlines():
         match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
@@ -144,17 +148,30 @@ def main() -> int:
             "kube_apiserver": round(cpu_seconds(apiserver.pid) - cpu_before["apiserver"], 1)}
         with open("/proc/loadavg") as handle:
             report["load_average"] = handle.read().split()[:3]
-        report["provider_reads_ok"] = metric(metrics_url, "msa_provider_calls_total",
-                                             provider="vault", result="ok")
-        report["provider_calls_total"] = metric(metrics_url, "msa_provider_calls_total")
-        report["secret_writes"] = metric(metrics_url, "msa_secret_writes_total")
+        text = scrape(metrics_url)
+        report["provider_reads_ok"] = metric(text, "msa_provider_calls_total", provider="vault",
+                                             result="ok")
+        report["provider_calls_total"] = metric(text, "msa_provider_calls_total")
+        report["secret_writes"] = metric(text, "msa_secret_writes_total")
+        report["syncs"] = metric(text, "msa_syncs_total")
+        report["failed_syncs_by_reason"] = {
+            m.group(1): float(m.group(2)) for m in re.finditer(
+                r'^msa_syncs_total\{result="(\w+)"\} (\S+)$', text, re.MULTILINE)
+            if m.group(1) != "ok"}
         if args.observe_refresh:
             from mlflow_secrets_auth_api import parse_duration
 
-            before = report["provider_calls_total"]
-            time.sleep(parse_duration(args.refresh) + 10)
-            report["provider_calls_in_one_refresh"] = metric(
-                metrics_url, "msa_provider_calls_total") - before
+            calls_before, syncs_before = report["provider_calls_total"], report["syncs"]
+            window = 3 * parse_duration(args.refresh)
+            time.sleep(window)
+            text = scrape(metrics_url)
+            calls = metric(text, "msa_provider_calls_total") - calls_before
+            syncs = metric(text, "msa_syncs_total") - syncs_before
+            report["refresh_window_seconds"] = window
+            report["provider_calls_in_window"] = calls
+            report["provider_calls_per_sync"] = round(calls / syncs, 3) if syncs else None
+            report["refreshes_per_binding_per_interval"] = round(
+                syncs / args.bindings / 3, 3)
         sample = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "b0")
         report["sample_metadata"] = {k: sample["metadata"].get(k) for k in
                                      ("annotations", "finalizers", "generation", "resourceVersion")}
