@@ -52,12 +52,12 @@ class Release:
         assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed:\n{proc.stderr}"
         return proc
 
-    def install(self) -> None:
+    def install(self, *extra: str) -> None:
         self._adopt_existing_crds()
-        self.install_output = self.helm("install", self.name, str(CHART), "--namespace", self.namespace,
-                  "--set-json",
-                  f'webhook.namespaceSelector={{"matchLabels":{{"mlflow-secrets-auth.io/helm-e2e":"{self.name}"}}}}',
-                  "--timeout", "2m")
+        never = {"matchLabels": {"mlflow-secrets-auth.io/helm-e2e": self.name}}  # no namespace has it
+        self.install_output = self.helm(
+            "install", self.name, str(CHART), "--namespace", self.namespace, *extra,
+            "--set-json", f"webhook.namespaceSelector={json.dumps(never)}", "--timeout", "2m")
 
     def _adopt_existing_crds(self) -> None:
         """Let this release own CRDs another test (or an earlier release) created: helm adopts an
@@ -234,69 +234,107 @@ def test_operator_replicas_install_their_peering_object_after_the_crds(kube):
         _cleanup(rel)
 
 
-def test_chart_webhook_runs_as_deployed_and_its_ca_bundle_verifies_it(release, tmp_path):
-    """No kubelet here, so run the Deployment's container the way one would: its args and env as
-    stored, the TLS Secret mounted as files, the webhook ServiceAccount's identity. Then call it
-    the way the API server does: HTTPS verified with the webhook configuration's caBundle, for
-    the Service's DNS name."""
-    deployment = release.get("deployment", f"{release.fullname}-webhook", "-n", release.namespace)
-    pod = deployment["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
-    secret_name = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]["secretName"]
-    secret = release.get("secret", secret_name, "-n", release.namespace)
-    files = tmp_path / "tls"
-    files.mkdir()
-    for key, value in secret["data"].items():
-        (files / key).write_bytes(base64.b64decode(value))
+class ChartWebhook:
+    """The webhook Deployment of a release, run the way a kubelet would run it: its args and env
+    as stored, its TLS Secret (if the chart mounts one) as files, its ServiceAccount's identity."""
 
-    env, argv = _container_env(release, f"{release.fullname}-webhook")
-    env = {k: v.replace(mount["mountPath"], str(files)) for k, v in env.items()}  # the mount
-    https_port, metrics_port = free_port(), free_port()
-    env.update(MSA_WEBHOOK_HOST="127.0.0.1", MSA_WEBHOOK_PORT=str(https_port),
-               MSA_METRICS_PORT=str(metrics_port),
-               KUBECONFIG=str(_service_account_kubeconfig(release, release.webhook_sa,
-                                                          tmp_path / "kubeconfig")))
-    process = ManagedProcess("chart-webhook", argv, tmp_path / "webhook.log", env=env).start()
-    try:
-        config = release.get("mutatingwebhookconfiguration", release.fullname)
-        [hook] = config["webhooks"]
+    def __init__(self, release: Release, tmp_path: Path):
+        self.release = release
+        pod = release.get("deployment", f"{release.fullname}-webhook",
+                          "-n", release.namespace)["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env, argv = _container_env(release, f"{release.fullname}-webhook")
+        # the /tmp emptyDir becomes a directory of the test's own
+        env = {k: (f"{tmp_path}/{v[5:]}" if v.startswith("/tmp/") else v) for k, v in env.items()}
+        mount = next((m for m in container["volumeMounts"] if m["name"] == "tls"), None)
+        if mount is not None:
+            secret_name = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]["secretName"]
+            files = tmp_path / "tls"
+            files.mkdir()
+            for key, value in release.get("secret", secret_name, "-n", release.namespace)["data"].items():
+                (files / key).write_bytes(base64.b64decode(value))
+            env = {k: v.replace(mount["mountPath"], str(files)) for k, v in env.items()}
+        self.https_port, self.metrics_port = free_port(), free_port()
+        env.update(MSA_WEBHOOK_HOST="127.0.0.1", MSA_WEBHOOK_PORT=str(self.https_port),
+                   MSA_METRICS_PORT=str(self.metrics_port),
+                   KUBECONFIG=str(_service_account_kubeconfig(release, release.webhook_sa,
+                                                              tmp_path / "kubeconfig")))
+        self.process = ManagedProcess("chart-webhook", argv, tmp_path / "webhook.log", env=env)
+
+    def hook(self) -> dict:
+        [hook] = self.release.get("mutatingwebhookconfiguration", self.release.fullname)["webhooks"]
+        return hook
+
+    def connection(self, timeout: float) -> http.client.HTTPSConnection:
+        """HTTPS as the API server calls the webhook: verified with the configuration's current
+        caBundle, for the Service's DNS name."""
+        hook = self.hook()
         context = ssl.create_default_context(cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode())
-        service_dns = f"{hook['clientConfig']['service']['name']}.{release.namespace}.svc"
+        service_dns = f"{hook['clientConfig']['service']['name']}.{self.release.namespace}.svc"
+        return _https(self.https_port, context, service_dns, timeout=timeout)
 
-        def get(path):
-            conn = _https(https_port, context, service_dns, timeout=3)
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read().decode()
-
+    def wait_ready(self, timeout: float = 60) -> None:
         def ready():
-            assert process.alive(), f"the webhook exited:\n{process.tail()}"
-            return get("/readyz") == (200, "ready")
+            assert self.process.alive(), f"the webhook exited:\n{self.process.tail()}"
+            conn = self.connection(timeout=3)
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            return (response.status, response.read()) == (200, b"ready")
 
-        wait_for(ready, timeout=60, message="the chart's webhook to answer /readyz over TLS, "
+        wait_for(ready, timeout=timeout, message="the chart's webhook to answer /readyz over TLS "
                  "verified with the caBundle (ready once it listed bindings as its own ServiceAccount)")
-        # An admission as the API server would send it: the namespace has no binding, so the
-        # webhook (listing as its own ServiceAccount) must deny with the fix in the message.
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "e2e-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": release.namespace, "operation": "CREATE",
-            "userInfo": {"username": "e2e"},
-            "object": {"apiVersion": "v1", "kind": "Pod",
-                       "metadata": {"name": "trainer", "namespace": release.namespace,
-                                    "labels": {"mlflow-secrets-auth/inject": "true"}},
-                       "spec": {"containers": [{"name": "train", "image": "python:3.11-slim"}]}}}}
-        conn = _https(https_port, context, service_dns, timeout=10)
-        conn.request("POST", hook["clientConfig"]["service"]["path"], body=json.dumps(review),
+
+    def __enter__(self) -> "ChartWebhook":
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stop()
+
+
+def _pod_review(namespace: str) -> dict:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "e2e-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": namespace, "operation": "CREATE", "userInfo": {"username": "e2e"},
+        "object": {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "trainer", "namespace": namespace,
+                                "labels": {"mlflow-secrets-auth/inject": "true"}},
+                   "spec": {"containers": [{"name": "train", "image": "python:3.11-slim"}]}}}}
+
+
+def test_chart_webhook_runs_as_deployed_and_its_ca_bundle_verifies_it(release, tmp_path):
+    """No kubelet here, so run the Deployment's container as a kubelet would (ChartWebhook), then
+    call it as the API server does."""
+    with ChartWebhook(release, tmp_path) as webhook:
+        webhook.wait_ready()
+        # The namespace has no binding, so the webhook (listing as its own ServiceAccount) must
+        # deny with the fix in the message.
+        conn = webhook.connection(timeout=10)
+        conn.request("POST", webhook.hook()["clientConfig"]["service"]["path"],
+                     body=json.dumps(_pod_review(release.namespace)),
                      headers={"Content-Type": "application/json"})
         answer = json.loads(conn.getresponse().read())["response"]
         assert answer["uid"] == "e2e-1" and answer["allowed"] is False
         assert "has no MlflowAuthBinding" in answer["status"]["message"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{webhook.metrics_port}/metrics", timeout=5) as resp:
             assert b"mlflow_secrets_auth_webhook" in resp.read()
+
+
+def test_self_managed_tls_webhook_issues_its_certificate_and_ca_bundle_with_only_its_rbac(kube, tmp_path):
+    rel = _new_release(kube)
+    try:
+        rel.install("--set", "tls.mode=selfManaged")
+        assert "caBundle" not in rel.get("mutatingwebhookconfiguration", rel.fullname)["webhooks"][0]["clientConfig"]
+        with ChartWebhook(rel, tmp_path) as webhook:
+            wait_for(lambda: webhook.hook()["clientConfig"].get("caBundle"), timeout=60,
+                     message="the webhook to patch its caBundle as its own ServiceAccount")
+            webhook.wait_ready()
+        secret = rel.get("secret", f"{rel.fullname}-webhook-tls", "-n", rel.namespace)
+        assert secret["data"]  # created by the webhook, not by helm
+        assert "meta.helm.sh/release-name" not in (secret["metadata"].get("annotations") or {})
     finally:
-        process.stop()
+        _cleanup(rel)
 
 
 def _https(port: int, context: ssl.SSLContext, server_hostname: str,

@@ -72,3 +72,12 @@ def test_webhook_settings_follow_the_chart_values(render):
     assert settings.service_name == WEBHOOK
     assert settings.namespace == NAMESPACE
     assert settings.init_run_as_user == 65532
+
+
+def test_self_managed_tls_settings_name_the_charts_secret_and_webhook_configuration(render):
+    rendered = render({"tls": {"mode": "selfManaged"}})
+    settings = WebhookSettings.from_env(_env(_container(rendered, WEBHOOK)))
+    assert settings.tls_cert_file is None  # the webhook then manages its own certificate
+    assert settings.tls_secret_name == f"{WEBHOOK}-tls"
+    assert settings.webhook_config_name == rendered.one("MutatingWebhookConfiguration")["metadata"]["name"]
+    assert (settings.service_name, settings.namespace) == (WEBHOOK, NAMESPACE)

@@ -12,6 +12,7 @@ MODES = {
         "networkPolicy": {"enabled": True},
     },
     "peering operator replicas": {"operator": {"replicas": 2}},
+    "self-managed TLS": {"tls": {"mode": "selfManaged"}},
     "own TLS secret, namespaced operator, no CRDs": {
         "tls": {"mode": "secret", "secret": {"name": "my-tls", "caBundle": "-----BEGIN CERTIFICATE-----"}},
         "operator": {"watchNamespaces": ["team-a", "team-b"]},

@@ -115,3 +115,18 @@ def test_operator_secret_verbs_are_exactly_the_calls_in_its_code(render):
     assert grants[("", "serviceaccounts/token")] == {"create"}
     assert _core_verbs_called_by("operator", "service_account_token") == {"create"}
     assert grants[("", "events")] == _core_verbs_called_by("operator", "event")
+
+
+def test_self_managed_tls_grants_the_webhook_its_own_secret_and_webhook_configuration_only(render):
+    rendered = render({"tls": {"mode": "selfManaged"}})
+    rules = _rules_of(rendered, f"{RELEASE_PREFIX}-webhook")
+    by_resource = {}
+    for rule in rules:
+        for resource in rule["resources"]:
+            by_resource.setdefault(resource, []).append(rule)
+    assert [(r["verbs"], r.get("resourceNames")) for r in by_resource["secrets"]] == [
+        (["create"], None), (["get", "update"], [f"{RELEASE_PREFIX}-webhook-tls"])]
+    assert [(r["verbs"], r["resourceNames"]) for r in by_resource["mutatingwebhookconfigurations"]] == [
+        (["get", "patch"], [rendered.one("MutatingWebhookConfiguration")["metadata"]["name"]])]
+    secret_role = rendered.one("Role", f"{RELEASE_PREFIX}-webhook-tls")
+    assert secret_role["metadata"]["namespace"] == "msa-system"  # the release namespace only

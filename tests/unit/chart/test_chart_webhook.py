@@ -133,3 +133,15 @@ def test_secret_mode_uses_the_given_secret_and_ca(render):
 def test_disabling_a_component_removes_its_objects(render, component):
     rendered = render({component: {"enabled": False}})
     assert all(d["metadata"]["labels"].get("app.kubernetes.io/component") != component for d in rendered)
+
+
+def test_self_managed_mode_leaves_the_certificate_and_ca_bundle_to_the_webhook(render):
+    rendered = render({"tls": {"mode": "selfManaged"}})
+    _, hook = _webhook(rendered)
+    assert "caBundle" not in hook["clientConfig"]
+    assert rendered.of_kind("Secret") == [] and rendered.of_kind("Certificate") == []
+    pod = rendered.one("Deployment", SERVICE)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert "MSA_TLS_CERT_FILE" not in env and env["MSA_TLS_SECRET_NAME"] == f"{SERVICE}-tls"
+    assert env["MSA_TLS_DIR"].startswith("/tmp/")  # the only writable path
+    assert all(v["name"] != "tls" for v in pod["volumes"])
