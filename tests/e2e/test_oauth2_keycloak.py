@@ -1,30 +1,29 @@
 """OAuth2 client-credentials end to end: a real Keycloak mints short-lived tokens for a client whose
-id and secret live in a real OpenBao; the operator keeps the binding's Secret fresh; a real MLflow
-client process, reading the Secret's files as kubelet projects them, logs runs and traces through
-an nginx front that validates Keycloak's JWTs, across several renewals, without a restart."""
+id and secret live in a real OpenBao; the operator keeps the binding's Secret fresh; a labelled pod
+created through the kube-apiserver is mutated by the real webhook and run by the local kubelet
+(init-container copy of the plugin, the Secret as files with the ``..data`` swap); its MLflow
+client logs runs and traces through an nginx front that validates Keycloak's JWTs, across several
+renewals, without a restart and without a failed call."""
 from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from dev.kubelet import PAYLOAD_IMAGE_PATH, LocalKubelet
+from tests.e2e.fixtures_webhook import create_pod
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
 from tests.e2e.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 LIFESPAN = 60          # seconds: Keycloak access-token lifespan of the test's client
 RENEWALS = 3
 
-pytestmark = pytest.mark.timeout(600)
+# Generous: the first test of a session also waits for Keycloak and the control plane to start.
+pytestmark = pytest.mark.timeout(1500)
 
 
 # --- the pieces ---------------------------------------------------------------------------------
@@ -73,122 +72,64 @@ def binding_spec(openbao, keycloak, mlflow_front, namespace: str, path: str, **e
     }
 
 
-class Projection:
-    """The binding's Secret as kubelet shows it to a pod: files behind a ``..data`` symlink that is
-    swapped atomically when the Secret changes (polled every 0.5 s, like a fast kubelet sync)."""
-
-    def __init__(self, kube_api, namespace: str, secret: str, directory: Path):
-        self.kube_api, self.namespace, self.secret, self.dir = kube_api, namespace, secret, directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tokens: list = []   # each distinct token projected, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._n = 0
-
-    def write(self, fields: dict) -> None:
-        self._n += 1
-        stamp = self.dir / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{self._n}"
-        stamp.mkdir(mode=0o755)
-        for key, value in fields.items():
-            (stamp / key).write_text(value)
-            (stamp / key).chmod(0o644)
-        tmp = self.dir / "..data_tmp"
-        if tmp.is_symlink():
-            tmp.unlink()
-        tmp.symlink_to(stamp.name)
-        old = os.readlink(self.dir / "..data") if (self.dir / "..data").is_symlink() else None
-        os.replace(tmp, self.dir / "..data")
-        for key in fields:
-            link = self.dir / key
-            if not link.is_symlink():
-                link.symlink_to(f"..data/{key}")
-        if old:
-            for item in (self.dir / old).iterdir():
-                item.unlink()
-            (self.dir / old).rmdir()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            try:
-                fields = read_secret(self.kube_api, self.namespace, self.secret)
-            except Exception:  # noqa: BLE001 - a blip of the API server: next poll
-                continue
-            if fields and (not self.tokens or fields.get("token") != self.tokens[-1]):
-                self.write(fields)
-                self.tokens.append(fields.get("token"))
-
-    def start(self) -> "Projection":
-        fields = read_secret(self.kube_api, self.namespace, self.secret)
-        self.write(fields)
-        self.tokens.append(fields["token"])
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 WORKLOAD = r"""
-import json, os, sys, time, traceback
+import json, os, signal, time
 import mlflow
-
-stop_file, report_file = sys.argv[1], sys.argv[2]
+import mlflow_secrets_auth
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+say = lambda **kw: print(json.dumps(kw), flush=True)
 mlflow.set_experiment(os.environ["EXPERIMENT"])
-report = {"pid": os.getpid(), "runs": 0, "traces": [], "errors": []}
-def save():
-    with open(report_file + ".tmp", "w") as fh:
-        json.dump(report, fh)
-    os.replace(report_file + ".tmp", report_file)
-while not os.path.exists(stop_file):
+say(event="started", pid=os.getpid(), plugin=mlflow_secrets_auth.__file__)
+n = 0
+while not stop:
     try:
         with mlflow.start_run():
-            mlflow.log_param("i", report["runs"])
-            mlflow.log_metric("loss", 1.0 / (1 + report["runs"]))
+            mlflow.log_param("i", n)
+            mlflow.log_metric("loss", 1.0 / (1 + n))
         with mlflow.start_span(name="predict") as span:
-            span.set_inputs({"i": report["runs"]})
+            span.set_inputs({"i": n})
             span.set_outputs({"ok": True})
-        report["traces"].append(span.trace_id)
-        report["runs"] += 1
-    except Exception:
-        report["errors"].append(traceback.format_exc()[-2000:])
-    save()
+        say(event="logged", n=n, trace=span.trace_id)
+    except Exception as exc:
+        say(event="error", n=n, error=repr(exc)[:500])
+    n += 1
     time.sleep(1.0)
-mlflow.flush_trace_async_logging()
-save()
+say(event="done", runs=n)
 """
 
 
-def start_workload(tmp_path: Path, directory: Path, mlflow_front, experiment: str):
-    """A real MLflow client with the plugin selected the way the webhook sets up a pod."""
-    script = tmp_path / "workload.py"
-    script.write_text(WORKLOAD)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=mlflow_front.url, MLFLOW_TRACKING_AUTH="mlflow_secrets_auth",
-               MLFLOW_SECRETS_AUTH_DIR=str(directory), EXPERIMENT=experiment,
-               MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="false", PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "workload.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "stop"),
-                             str(tmp_path / "report.json")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=tmp_path)
-    log.close()
-    return proc
+class Output:
+    """The container's stdout, parsed as it arrives."""
 
+    def __init__(self, process):
+        self.events, self.raw = [], []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
 
-def report_of(tmp_path: Path) -> dict:
-    try:
-        return json.loads((tmp_path / "report.json").read_text())
-    except (OSError, ValueError):
-        return {"runs": 0, "traces": [], "errors": []}
+    def _read(self, process) -> None:
+        for line in process.stdout:
+            self.raw.append(line)
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def of(self, kind: str) -> list:
+        return [e for e in self.events if isinstance(e, dict) and e.get("event") == kind]
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
 def is_trace_call(uri: str) -> bool:
-    return "/traces" in uri or "/v1/traces" in uri
+    return "/traces" in uri     # OTLP /v1/traces and /api/3.0/mlflow/traces
 
 
 # --- the tests ----------------------------------------------------------------------------------
-def test_an_mlflow_client_logs_runs_and_traces_across_three_token_renewals_without_a_failed_call(
-        keycloak, openbao, operator, kube_api, namespace, mlflow_front, tmp_path):
+def test_an_injected_pod_logs_runs_and_traces_across_three_token_renewals_without_a_failed_call(
+        keycloak, openbao, operator, webhook, kube_api, namespace, mlflow_front, plugin_payload,
+        mlflow_client_python, tmp_path):
     client_id, client_secret = new_client(keycloak, namespace)
     operator.used(client_secret)
     path = store_client(openbao, kube_api, namespace, client_id, client_secret)
@@ -202,74 +143,87 @@ def test_an_mlflow_client_logs_runs_and_traces_across_three_token_renewals_witho
     assert first["azp"] == client_id and first["iss"] == keycloak.issuer_url
     assert "mlflow" in (first["aud"] if isinstance(first["aud"], list) else [first["aud"]])
     assert fields["header-value"] == f"Bearer {fields['token']}"
-    lifetime = first["exp"] - first["iat"]
-    assert lifetime == LIFESPAN
+    assert first["exp"] - first["iat"] == LIFESPAN
     status = binding["status"]
     assert status["expiresAt"] == fields["expires-at"]
-    refresh_in = (_ts(status["nextRefreshTime"]) - _ts(status["lastSyncTime"]))
+    refresh_in = _ts(status["nextRefreshTime"]) - _ts(status["lastSyncTime"])
     assert 0.55 * LIFESPAN <= refresh_in <= 0.75 * LIFESPAN, status
     assert 0 < operator.metric("msa_credential_seconds_to_expiry", namespace=namespace,
                                binding="mlflow") <= LIFESPAN
 
-    projection = Projection(kube_api, namespace, "mlflow-mlflow-auth", tmp_path / "creds").start()
+    experiment = f"oauth2-{namespace}"
+    create_pod(kube_api, namespace, "trainer", containers=[{
+        "name": "train", "image": "python:3.11-slim", "command": ["python", "-c", WORKLOAD],
+        "env": [{"name": "EXPERIMENT", "value": experiment},
+                {"name": "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "value": "false"}]}])
+    kubelet = LocalKubelet(kube_api, namespace, "trainer", tmp_path / "kubelet",
+                           image_paths={PAYLOAD_IMAGE_PATH: plugin_payload},
+                           python=mlflow_client_python, sync_interval=0.5)
     mlflow_front.clear_requests()
     started = time.time()
-    proc = start_workload(tmp_path, projection.dir, mlflow_front, f"oauth2-{namespace}")
+    process = kubelet.start()
+    out = Output(process)
+    projected: list = []     # each distinct token the pod's credential file held, in order
     try:
-        wait_for(lambda: proc.poll() is not None or report_of(tmp_path)["runs"] >= 2, 120,
-                 "the MLflow client's first runs")
-        assert proc.poll() is None, (tmp_path / "workload.log").read_text()[-3000:]
+        first_event = wait_for(lambda: out.of("started") or process.poll() is not None, 120,
+                               "the MLflow client to start")
+        assert process.poll() is None, "".join(out.raw[-30:])
+        plugin_dir = kubelet.volume_dirs["mlflow-secrets-auth-plugin"]
+        assert first_event[0]["plugin"].startswith(str(plugin_dir))
+        token_file = kubelet.volume_dirs["mlflow-secrets-auth-credential"] / "token"
 
-        # three renewals: four distinct tokens in turn, each used by the client
         def renewed():
-            assert proc.poll() is None, (tmp_path / "workload.log").read_text()[-3000:]
-            assert not report_of(tmp_path)["errors"], report_of(tmp_path)["errors"][0]
-            return len(projection.tokens) >= RENEWALS + 1
+            assert process.poll() is None, "".join(out.raw[-30:])
+            assert not out.of("error"), out.of("error")[0]
+            token = token_file.read_text()
+            if not projected or projected[-1] != token:
+                projected.append(token)
+            return len(projected) >= RENEWALS + 1
         wait_for(renewed, (RENEWALS + 1) * LIFESPAN * 0.75 + 60, f"{RENEWALS} token renewals",
-                 interval=1.0)
-        last = projection.tokens[-1]
-        wait_for(lambda: any(r.get("authorization") == f"Bearer {last}" and r["status"] == 200
-                             and is_trace_call(r.get("uri") or "")
-                             for r in mlflow_front.requests_seen()),
-                 30, "a traced call with the newest token")
+                 interval=0.5)
+        newest = f"Bearer {projected[-1]}"
+
+        def newest_used_for_runs_and_traces():
+            calls = [r.get("uri") or "" for r in mlflow_front.requests_seen()
+                     if r.get("authorization") == newest and r["status"] == 200]
+            return any(is_trace_call(u) for u in calls) and any("/runs/" in u for u in calls)
+        wait_for(newest_used_for_runs_and_traces, 30, "runs and traces sent with the newest token")
+        assert process.poll() is None, "the client process restarted or exited"
     finally:
-        (tmp_path / "stop").write_text("stop")
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            projection.stop()
-    operator.used(*projection.tokens)
+        print(f"progress: {len(projected)} tokens projected, {len(out.of('logged'))} iterations "
+              f"logged, errors: {out.of('error')[:2]}, client output tail: {out.raw[-5:]}")
+        kubelet.stop()
+        out.join(30)
+        operator.used(*projected)
 
-    report = report_of(tmp_path)
-    assert proc.returncode == 0, (tmp_path / "workload.log").read_text()[-3000:]
-    assert report["errors"] == []
-    assert report["pid"] == proc.pid                      # one process all along: no restart
-    assert report["runs"] >= 10
+    assert out.of("error") == [], out.of("error")[:3]
+    assert out.of("done"), "".join(out.raw[-20:])
+    logged = out.of("logged")
+    assert [e["n"] for e in logged] == list(range(len(logged)))   # one process, no failed call
+    assert len(logged) >= 30
+    assert kubelet.sync_errors == []
 
-    seen = [r for r in mlflow_front.requests_seen() if r["time"] >= started]
+    # What the front saw, with each token shown as its number in `projected` (never the token)
+    number = {f"Bearer {t}": i for i, t in enumerate(projected)}
+    seen = [dict(method=r["method"], uri=r["uri"], status=r["status"], reason=r["reason"],
+                 token=number.get(r["authorization"], "other"))
+            for r in mlflow_front.requests_seen() if r["time"] >= started]
     assert seen and [r for r in seen if r["status"] != 200] == []    # not one failed call
-    used = {r["authorization"] for r in seen}
-    assert used <= {f"Bearer {t}" for t in projection.tokens}    # only the operator's tokens
+    used = {r["token"] for r in seen}
+    assert "other" not in used                                      # only the operator's tokens
     assert len(used) >= RENEWALS + 1
-    for token in projection.tokens:
-        assert claims(token)["azp"] == client_id
-    traced = [r for r in seen if is_trace_call(r["uri"])]
-    assert traced, sorted({r["uri"] for r in seen})
-    assert len({r["authorization"] for r in traced}) >= RENEWALS   # traces rode the renewals too
-    runs = [r for r in seen if "/runs/" in r["uri"]]
-    same = {r["authorization"] for r in traced} & {r["authorization"] for r in runs}
-    assert len(same) >= RENEWALS                # runs and traces carried the same tokens
+    assert all(claims(t)["azp"] == client_id for t in projected)
+    traced = {r["token"] for r in seen if is_trace_call(r["uri"])}
+    runs = {r["token"] for r in seen if "/runs/" in r["uri"]}
+    assert len(traced & runs) >= RENEWALS + 1        # traces and runs rode the same tokens
 
-    # every span reached the server
+    # every run and every trace reached the server
     from mlflow import MlflowClient
     admin = MlflowClient(tracking_uri=mlflow_front.backend.url)
-    experiment = admin.get_experiment_by_name(f"oauth2-{namespace}")
-    stored = {t.info.trace_id for t in admin.search_traces(
-        locations=[experiment.experiment_id], max_results=1000)}
-    assert set(report["traces"]) <= stored
-    assert len(admin.search_runs([experiment.experiment_id], max_results=1000)) == report["runs"]
+    exp_id = admin.get_experiment_by_name(experiment).experiment_id
+    stored = {t.info.trace_id for t in admin.search_traces(locations=[exp_id], max_results=1000)}
+    assert {e["trace"] for e in logged} <= stored
+    assert len(admin.search_runs([exp_id], max_results=1000)) >= len(logged)
 
 
 def test_disabling_the_client_in_keycloak_makes_the_binding_not_ready_with_a_clear_reason(
