@@ -221,3 +221,33 @@ def test_deleting_the_binding_removes_its_secret(openbao, operator, kube_api, va
     wait_for(binding_gone, 20, "the binding to be deleted (finalizer released)")
     wait_for(lambda: read_secret(kube_api, ns, "gone-mlflow-auth") is None, 30,
              "garbage collection of the owned Secret")
+
+
+def _jwt(exp: int, jti: str) -> str:
+    def part(doc):
+        import json
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'exp': exp, 'jti': jti})}.c2ln"
+
+
+def test_a_credential_with_an_expiry_is_refreshed_ahead_of_it_and_exported_as_metrics(
+        openbao, operator, kube_api, vault_token_ns):
+    import time
+
+    ns = vault_token_ns
+    first = _jwt(int(time.time()) + 12, secrets.token_hex(8))
+    second = _jwt(int(time.time()) + 3600, secrets.token_hex(8))
+    operator.used(first, second)
+    _write_kv2(openbao, f"{ns}/jwt", {"token": first})
+    create_binding(kube_api, ns, "jwt", _token_binding(openbao, f"{ns}/jwt"))  # 1h interval
+    binding = wait_ready(kube_api, ns, "jwt")
+    fields = read_secret(kube_api, ns, "jwt-mlflow-auth")
+    assert fields["expires-at"] == binding["status"]["expiresAt"]
+    _write_kv2(openbao, f"{ns}/jwt", {"token": second})
+    # the interval is an hour, but the first token expires in 12 s: refreshed after ~2/3 of that
+    wait_for(lambda: read_secret(kube_api, ns, "jwt-mlflow-auth")["token"] == second, 15,
+             "a refresh ahead of the credential's expiry")
+    wait_for(lambda: operator.metric("msa_credential_seconds_to_expiry", namespace=ns,
+                                     binding="jwt") > 3000, 10, "the seconds-to-expiry gauge")
+    assert operator.metric("msa_provider_calls_total", provider="vault", result="ok") >= 2
+    assert operator.metric("msa_sync_duration_seconds_count", provider="vault") >= 2

@@ -172,3 +172,44 @@ def test_every_fetched_value_is_known_to_the_redactor():
     reconcile.sync(binding(VALID["vault-token-bearer"]), ctx)
     text = ctx.redactor.redact(f"a {TOKEN} b s.vaulttoken c Bearer {TOKEN}")
     assert TOKEN not in text and "s.vaulttoken" not in text
+
+
+def test_azure_workload_identity_uses_a_token_for_the_namespace_service_account_as_assertion():
+    from mlflow_secrets_auth.providers.azure import AzureClientSecret, AzureWorkloadIdentity
+
+    kube, seen = FakeKube(), []
+    kube.service_accounts.add(("team-a", "mlflow-reader"))
+    kube.plain[("team-a", "azure-sp")] = {"client-secret": "sp-secret-1"}
+
+    def fetch(vault_url, name, credential, **kwargs):
+        seen.append((credential, kwargs))
+        return SecretValue('{"token": "az-token-1"}', version="v9")
+
+    ctx = context(kube, {"azureKeyVault": fetch})
+    assert reconcile.sync(binding(VALID["azure-workload-identity"]), ctx).ok
+    credential, kwargs = seen[0]
+    assert isinstance(credential, AzureWorkloadIdentity) and credential.client_id == "c"
+    assert kube.token_requests[0][2] == ("api://AzureADTokenExchange",)
+    assert kwargs["version"] == "abc123"
+    assert reconcile.sync(binding(VALID["azure-client-secret"], name="sp"), ctx).ok
+    assert seen[1][0] == AzureClientSecret("t", "c", "sp-secret-1", None)
+    assert "sp-secret-1" not in repr(seen[1][0])
+
+
+def test_an_inline_ca_certificate_is_written_once_and_passed_as_a_file(tmp_path):
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    kube, seen = FakeKube(), []
+    kube.plain[("team-a", "vault-token")] = {"token": "s.vaulttoken"}
+    spec = json.loads(json.dumps(VALID["vault-token-bearer"]))
+    spec["provider"]["vault"]["caCert"] = pem
+
+    def fetch(address, path, auth, **kwargs):
+        seen.append(kwargs["ca_bundle"])
+        return SecretValue('{"token": "abcd"}')
+
+    ctx = context(kube, {"vault": fetch})
+    ctx.ca_dir = tmp_path
+    assert reconcile.sync(binding(spec), ctx).ok and reconcile.sync(binding(spec), ctx).ok
+    assert seen[0] == seen[1] and open(seen[0]).read() == pem
+    spec["provider"]["vault"]["caCert"] = "not a pem"
+    assert reconcile.sync(binding(spec), ctx).reason == "InvalidSpec"
