@@ -155,7 +155,9 @@ def settle(body: Mapping, outcome: builders.Outcome, state: BindingState, ctx: C
         1 if status["conditions"][0]["status"] == "True" else 0)
     expires = builders.parse_time(status.get("expiresAt") or previous.get("expiresAt"))
     if expires is not None:
-        ctx.metrics.seconds_to_expiry.labels(namespace, name).set((expires - now).total_seconds())
+        # live, not as of this sync: it keeps falling if refreshes stop (alert on it)
+        ctx.metrics.seconds_to_expiry.labels(namespace, name).set_function(
+            lambda: (expires - ctx.clock()).total_seconds())
     return max((next_time - now).total_seconds(), 0.0)
 
 

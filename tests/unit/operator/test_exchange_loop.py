@@ -69,7 +69,8 @@ class Harness:
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
     def gauge(self, metric):
-        return getattr(self.ctx.metrics, metric).labels("team-a", "mlflow")._value.get()
+        return self.ctx.metrics.registry.get_sample_value(
+            metric, {"namespace": "team-a", "binding": "mlflow"})
 
 
 def answer(server, token, lifetime=90):
@@ -86,10 +87,12 @@ def test_a_minted_token_becomes_the_bearer_secret_with_its_expiry_in_status_and_
     assert h.secret() == {"header-name": "Authorization", "header-value": f"Bearer {token}",
                           "token": token, "expires-at": "2026-01-01T00:01:30Z"}
     assert h.body["status"]["expiresAt"] == "2026-01-01T00:01:30Z"
-    assert h.gauge("seconds_to_expiry") == pytest.approx(90)
+    assert h.gauge("msa_credential_seconds_to_expiry") == pytest.approx(90)
     # rng is 0.5 in the fakes: two thirds of 90 s, well before the 5-minute interval
     assert delay == pytest.approx(60, abs=0.5)
     assert h.body["status"]["nextRefreshTime"] == exchange.rfc3339(now + timedelta(seconds=60))
+    h.ctx.clock.advance(30)      # the gauge is live: it falls between syncs
+    assert h.gauge("msa_credential_seconds_to_expiry") == pytest.approx(60)
 
 
 def test_the_interval_still_wins_when_it_is_shorter_than_two_thirds_of_the_token(server):
@@ -125,12 +128,12 @@ def test_an_issuer_outage_keeps_the_binding_ready_until_the_token_expires_then_n
     assert h.ready["lastTransitionTime"] == since
     assert delay <= 30 / 4 + 0.01          # retries fit in the 30 s the token has left
     assert h.secret()["token"] == "token-good"
-    assert h.gauge("ready") == 1
+    assert h.gauge("msa_binding_ready") == 1
     h.ctx.clock.advance(31)                 # the token has expired, the issuer is still down
     h.step()
     assert h.ready["status"] == "False" and h.ready["reason"] == "ProviderUnavailable"
     assert "expired at 2026-01-01T00:01:30Z" in h.ready["message"]
-    assert h.gauge("ready") == 0
+    assert h.gauge("msa_binding_ready") == 0
     answer(server, "token-next", 90)        # the issuer is back
     h.step()
     assert h.ready["status"] == "True" and h.secret()["token"] == "token-next"
