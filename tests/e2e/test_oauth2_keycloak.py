@@ -281,6 +281,38 @@ def test_a_regenerated_client_secret_fails_until_the_secret_manager_has_the_new_
     assert new_secret not in json.dumps(status) and token not in json.dumps(status)
 
 
+def test_an_unreachable_issuer_keeps_the_binding_ready_until_the_token_expires_then_not(
+        keycloak, openbao, operator, kube_api, namespace, mlflow_front):
+    from dev.stack._proc import free_port
+
+    client_id, client_secret = new_client(keycloak, namespace)
+    operator.used(client_secret)
+    path = store_client(openbao, kube_api, namespace, client_id, client_secret)
+    create_binding(kube_api, namespace, "mlflow", binding_spec(
+        openbao, keycloak, mlflow_front, namespace, path))
+    binding = wait_ready(kube_api, namespace, "mlflow", timeout=60)
+    expires = binding["status"]["expiresAt"]
+    token = read_secret(kube_api, namespace, "mlflow-mlflow-auth")["token"]
+    operator.used(token)
+
+    # the issuer goes away: nothing listens on its port any more
+    dead = f"http://127.0.0.1:{free_port()}/realms/mlflow/protocol/openid-connect/token"
+    patch_binding(kube_api, namespace, "mlflow", {"spec": {"exchange": {"oauth2ClientCredentials": {
+        "issuerUrl": None, "tokenUrl": dead}}}})
+    held = wait_ready(kube_api, namespace, "mlflow", status="True", reason="TokenRefreshRetrying",
+                      timeout=30)
+    message = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")["message"]
+    assert "ProviderUnavailable" in message and expires in message
+    assert read_secret(kube_api, namespace, "mlflow-mlflow-auth")["token"] == token
+
+    gone = wait_ready(kube_api, namespace, "mlflow", status="False", reason="ProviderUnavailable",
+                      timeout=_ts(expires) - time.time() + 30)
+    message = next(c for c in gone["status"]["conditions"] if c["type"] == "Ready")["message"]
+    assert f"expired at {expires}" in message
+    assert operator.metric("msa_credential_seconds_to_expiry", namespace=namespace,
+                           binding="mlflow") < 0
+
+
 def _ts(text: str) -> float:
     from datetime import datetime
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -130,6 +130,7 @@ def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(
         kubelet.stop()
         out.join(30)
     assert out.of("error") == [], out.of("error")[:3]
+    assert len(out.of("started")) == 1                 # one process from start to end
     assert out.of("done"), "".join(out.raw[-20:])
     steps = [e["step"] for e in out.of("logged")]
     assert steps == list(range(len(steps)))      # one process, every call succeeded, in order
