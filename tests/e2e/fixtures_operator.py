@@ -40,7 +40,15 @@ class OperatorProcess:
         return self.process.alive()
 
     def healthy(self) -> bool:
-        return self.alive() and http_ok(self.health_url)
+        try:
+            return self.alive() and http_ok(self.health_url, timeout=5)
+        except OSError:
+            return False
+
+    def still_healthy(self, timeout: float = 20.0) -> bool:
+        """True once /healthz answers (a loaded CI machine may be slow to answer; a dead or
+        wedged operator fails after ``timeout``)."""
+        return bool(wait_for(self.healthy, timeout, "operator /healthz"))
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

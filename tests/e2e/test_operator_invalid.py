@@ -16,7 +16,7 @@ def test_invalid_binding_is_rejected_at_apply_naming_the_field(case, operator, k
         create_binding(kube_api, namespace, example.name or "bad", example.spec)
     assert err.value.status in (400, 422), err.value.body
     assert example.field.split(".")[-1] in err.value.body, err.value.body
-    assert operator.healthy()
+    assert operator.still_healthy()
 
 
 @pytest.mark.parametrize("case,spec,reason,field", [
@@ -34,7 +34,7 @@ def test_binding_the_api_accepts_but_cannot_work_is_reported_naming_the_field(
     create_binding(kube_api, namespace, case, spec)
     binding = wait_ready(kube_api, namespace, case, status="False", reason=reason)
     assert field in binding["status"]["conditions"][0]["message"]
-    assert operator.healthy()
+    assert operator.still_healthy()
 
 
 def test_a_token_secret_without_the_key_names_the_key(operator, kube_api, namespace):
@@ -42,4 +42,4 @@ def test_a_token_secret_without_the_key_names_the_key(operator, kube_api, namesp
     create_binding(kube_api, namespace, "nokey", VALID["vault-token-bearer"])
     binding = wait_ready(kube_api, namespace, "nokey", status="False", reason="SecretRefNotFound")
     assert "'token'" in binding["status"]["conditions"][0]["message"]
-    assert operator.healthy()
+    assert operator.still_healthy()
