@@ -111,6 +111,10 @@ def operator(kube, tmp_path_factory):
         yield handle
     finally:
         process.stop()
+    # the whole run's log, after the last test: no secret value any test registered appears
+    logs = handle.logs()
+    leaked = sorted(v[:6] + "..." for v in handle.secret_values if v in logs)
+    assert not leaked, f"secret values in the operator log {log_path}: {leaked}"
 
 
 # --- helpers for tests ------------------------------------------------------------------------
