@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import sys
 
 import kopf
@@ -29,11 +30,17 @@ def main() -> int:
                           registry=metrics.registry)
     liveness = (f"http://{settings.health_address}:{settings.health_port}/healthz"
                 if settings.health_port else None)
+    # kopf pauses every replica when peers share a priority: each replica draws its own, so
+    # exactly one is active and the others stand by until its heartbeat stops
+    priority = settings.peering_priority
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         standalone=not settings.peering,
         peering_name=settings.peering or None,
+        priority=priority,
         liveness_endpoint=liveness,
         memo=kopf.Memo(settings=settings, metrics=metrics, redactor=redactor),
     )

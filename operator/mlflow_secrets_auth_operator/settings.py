@@ -38,6 +38,7 @@ class Settings:
     log_format: str = "json"                       # MSA_LOG_FORMAT json|text
     log_level: str = "INFO"                        # MSA_LOG_LEVEL
     peering: str = ""                              # MSA_PEERING: kopf peering name ("" = standalone)
+    peering_priority: Optional[int] = None         # MSA_PEERING_PRIORITY (default: random per start)
     backoff_base: float = 2.0                      # MSA_BACKOFF_BASE seconds
     backoff_cap: float = 300.0                     # MSA_BACKOFF_CAP seconds
     refresh_jitter: float = 0.1                    # MSA_REFRESH_JITTER: refresh up to 10% early
@@ -63,6 +64,8 @@ class Settings:
             log_format=log_format,
             log_level=get("MSA_LOG_LEVEL", "INFO").upper(),
             peering=get("MSA_PEERING", "").strip(),
+            peering_priority=(int(_float(get("MSA_PEERING_PRIORITY"), "MSA_PEERING_PRIORITY"))
+                              if get("MSA_PEERING_PRIORITY") else None),
             backoff_base=_float(get("MSA_BACKOFF_BASE", "2"), "MSA_BACKOFF_BASE", 0.1),
             backoff_cap=_float(get("MSA_BACKOFF_CAP", "300"), "MSA_BACKOFF_CAP", 1.0),
             refresh_jitter=_float(get("MSA_REFRESH_JITTER", "0.1"), "MSA_REFRESH_JITTER"),

@@ -125,3 +125,9 @@ def test_redactor_forgets_the_oldest_secrets_beyond_its_capacity():
     redactor.add("first-secret", "second-secret", "third-secret")
     assert len(redactor) == 2
     assert redactor.redact("first-secret third-secret") == "first-secret <redacted>"
+
+
+def test_peering_settings_name_the_peering_and_an_optional_fixed_priority():
+    settings = Settings.from_env({"MSA_PEERING": "mlflow-secrets-auth", "MSA_PEERING_PRIORITY": "7"})
+    assert (settings.peering, settings.peering_priority) == ("mlflow-secrets-auth", 7)
+    assert Settings.from_env({}).peering_priority is None   # each replica then draws its own
