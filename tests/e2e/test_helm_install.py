@@ -430,3 +430,25 @@ def test_chart_operator_runs_as_deployed_and_syncs_bindings_with_only_its_rbac(r
             process.stop()
     finally:
         kube.kubectl("delete", "namespace", team, "--wait=false", check=False)
+
+
+def test_chart_pods_pass_the_restricted_pod_security_standard(release):
+    """The API server's PodSecurity admission, enforcing `restricted` on the release namespace,
+    accepts a pod made from each Deployment's template (a server-side dry run), and refuses one
+    without the security contexts (so the check is live)."""
+    kube = release.kube
+    kube.kubectl("label", "--overwrite", "namespace", release.namespace,
+                 "pod-security.kubernetes.io/enforce=restricted")
+    for name in (f"{release.fullname}-operator", f"{release.fullname}-webhook"):
+        template = release.get("deployment", name, "-n", release.namespace)["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{name}-psa", "namespace": release.namespace,
+                            "labels": template["metadata"].get("labels", {})},
+               "spec": template["spec"]}
+        result = kube.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+    bare = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "bare-psa", "namespace": release.namespace},
+            "spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}}
+    refused = kube.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(bare), check=False)
+    assert refused.returncode != 0 and "restricted" in refused.stderr
