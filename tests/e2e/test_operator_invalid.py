@@ -6,6 +6,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.fixtures_operator import create_binding, put_secret, wait_ready
+from tests.e2e.waiting import wait_for
 from tests.unit.api.examples import INVALID, VALID
 
 
@@ -43,3 +44,22 @@ def test_a_token_secret_without_the_key_names_the_key(operator, kube_api, namesp
     binding = wait_ready(kube_api, namespace, "nokey", status="False", reason="SecretRefNotFound")
     assert "'token'" in binding["status"]["conditions"][0]["message"]
     assert operator.still_healthy()
+
+
+def _explain(kube, field: str) -> str:
+    """``kubectl explain``, retried while the API server publishes the CRD's OpenAPI schema."""
+    def attempt():
+        result = kube.kubectl("explain", field, check=False)
+        return result.stdout if result.returncode == 0 else None
+    return wait_for(attempt, 60, f"kubectl explain {field}", interval=2)
+
+
+def test_kubectl_explain_teaches_the_binding_fields(operator):
+    text = _explain(operator.kube, "mab.spec.provider.vault.auth")
+    assert "exactly one of kubernetes, token, appRole, operatorIdentity" in " ".join(text.split())
+    assert "appRole" in text
+    assert "serviceAccountName" in _explain(operator.kube, "mab.spec.provider.vault.auth.kubernetes")
+    printed = operator.kube.kubectl("get", "crd", "mlflowauthbindings.mlflow-secrets-auth.io",
+                                    "-o", "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}"
+                                    ).stdout
+    assert printed.split() == ["Ready", "Reason", "Provider", "Expires", "Age"]
