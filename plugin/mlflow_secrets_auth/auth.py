@@ -1,7 +1,7 @@
 """The ``requests`` auth object MLflow attaches to every tracking request.
 
 Imported only when MLflow first asks for the auth (``requests`` is loaded by then). Per request
-it does what a header assignment costs: a flag test, one ``str.startswith`` against the tuple
+it does what a header assignment costs: one attribute test, one ``str.startswith`` against the tuple
 of ``scheme://netloc/`` prefixes already found allowed, the header assignment and a hook
 append. No clock is read per request (``clock_gettime`` is a syscall on some hosts): after
 each poll a one-shot timer raises the "due" flag ``check_interval`` seconds later, and the next
@@ -57,7 +57,7 @@ _INSTANCES: "weakref.WeakSet" = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for auth in list(_INSTANCES):
         auth._timer_pending = False
-        auth._due = True
+        auth._mark_due()
 
 
 if hasattr(os, "register_at_fork"):
@@ -82,6 +82,9 @@ class SecretsAuth(AuthBase):
         self._schedule = schedule
         self._wall = wall_clock
         self._due = True
+        # The header for the hot path: None whenever a poll is due or there is no credential,
+        # so __call__ tests one attribute (the slow path sorts out which case it is).
+        self._fast: Optional[tuple] = None
         self._timer_pending = False
         self._lock = threading.Lock()
         self._cred: Optional[Credential] = None
@@ -99,21 +102,26 @@ class SecretsAuth(AuthBase):
 
     # ---- hot path -------------------------------------------------------------------------
     def __call__(self, r):
-        if self._due:
-            self._refresh(False)
-        header = self._header
+        header = self._fast
         if header is None:
-            header = self._await_first_load()
-        if header is not None and (r.url.startswith(self._ok) or self._admit(r.url)):
+            header = self._slow_header()
+            if header is None:
+                return r
+        if r.url.startswith(self._ok) or self._admit(r.url):
             name, value = header
             r.headers[name] = value
             r.hooks["response"].append(self._hook)
         return r
 
-    def _await_first_load(self):
-        """No credential yet: wait for a thread that may be loading it, then use what it got."""
-        with self._lock:
-            return self._header
+    def _slow_header(self) -> Optional[tuple]:
+        if self._due:
+            self._refresh(False)
+        header = self._header
+        if header is None:
+            # No credential yet: wait for a thread that may be loading it, then use what it got.
+            with self._lock:
+                header = self._header
+        return header
 
     # ---- credential -----------------------------------------------------------------------
     def _refresh(self, force: bool) -> bool:
@@ -152,11 +160,13 @@ class SecretsAuth(AuthBase):
             self._check_expiry()
             return changed
         finally:
+            self._fast = None if self._due else self._header
             self._lock.release()
 
     def _mark_due(self) -> None:
         self._timer_pending = False
         self._due = True
+        self._fast = None
 
     def _warn_error(self, message: str) -> None:
         if message not in self._warned_errors:
