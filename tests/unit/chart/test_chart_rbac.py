@@ -46,8 +46,8 @@ def test_webhook_can_only_read_bindings(render):
 def test_operator_gets_exactly_what_it_uses(render):
     grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
     assert grants == {
-        ("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch", "patch", "update"},
-        ("mlflow-secrets-auth.io", "mlflowauthbindings/status"): {"get", "patch", "update"},
+        ("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch", "patch"},
+        ("mlflow-secrets-auth.io", "mlflowauthbindings/status"): {"get", "patch"},
         ("mlflow-secrets-auth.io", "mlflowauthbindings/finalizers"): {"update"},
         ("", "secrets"): {"get", "create", "update"},
         ("", "serviceaccounts/token"): {"create"},
