@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv test test-unit test-e2e lint stack-up stack-down demo demo-down bench clean
+.PHONY: venv test test-unit test-e2e lint generate stack-up stack-down demo demo-down clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -35,6 +35,11 @@ stack-up: venv
 
 stack-down: venv
 	$(BIN)/python -m dev.stack down
+
+## generate: the chart's CRD copy and the generated reference docs (after editing crds/ or values.yaml)
+generate: venv
+	$(BIN)/python dev/gen_chart_crds.py
+	$(BIN)/python dev/gen_docs.py
 
 ## demo: the whole system on the local stack; an MLflow run logged through an injected, rotated credential
 demo: venv
