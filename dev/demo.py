@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -194,7 +193,7 @@ def run_scenario() -> int:
 
     say("The local kubelet runs the pod: the init container copies the plugin, the Secret is "
         "mounted as files, the client is a clean venv with only MLflow")
-    from dev.kubelet import PAYLOAD_IMAGE_PATH, LocalKubelet
+    from dev.kubelet import PAYLOAD_IMAGE_PATH, ContainerOutput, LocalKubelet
     from dev.stack.clientenv import client_python
     python = client_python()
     work = Path(tempfile.mkdtemp(prefix="msa-demo-"))
@@ -205,19 +204,8 @@ def run_scenario() -> int:
         kubelet = LocalKubelet(api, ns, "trainer", work / "kubelet",
                                image_paths={PAYLOAD_IMAGE_PATH: payload}, python=python)
         process = kubelet.start()
-        events: list[dict] = []
-        raw: list[str] = []
-
-        def read() -> None:
-            for line in process.stdout:
-                raw.append(line)
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    pass
-
-        threading.Thread(target=read, daemon=True).start()
-        of = lambda kind: [e for e in events if e.get("event") == kind]  # noqa: E731
+        out = ContainerOutput(process)
+        of, raw = out.of, out.raw
         try:
             started = wait_for(lambda: of("started") or process.poll() is not None, 300,
                                "the MLflow client to start")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import json
 import os
 import re
 import secrets
@@ -111,6 +112,33 @@ def rewrite_paths(value: str, mounts: Mapping[str, Path]) -> str:
 
 
 # --- the kubelet -----------------------------------------------------------------------------
+class ContainerOutput:
+    """A container's stdout read as it arrives: every line in ``raw``, JSON lines in ``events``.
+
+    The programs the tests and the demo run print one JSON object per line with an ``event`` key.
+    """
+
+    def __init__(self, process: subprocess.Popen):
+        self.events: List[dict] = []
+        self.raw: List[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            self.raw.append(line)
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def of(self, kind: str) -> list:
+        return [e for e in self.events if isinstance(e, dict) and e.get("event") == kind]
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class LocalKubelet:
     """Runs one container of a stored Pod locally; see the module docstring."""
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 
 import pytest
 
-from dev.kubelet import PAYLOAD_IMAGE_PATH, LocalKubelet
+from dev.kubelet import ContainerOutput, LocalKubelet, PAYLOAD_IMAGE_PATH
 from tests.e2e.fixtures_webhook import create_pod
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
@@ -99,29 +98,6 @@ say(event="done", runs=n)
 """
 
 
-class Output:
-    """The container's stdout, parsed as it arrives."""
-
-    def __init__(self, process):
-        self.events, self.raw = [], []
-        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _read(self, process) -> None:
-        for line in process.stdout:
-            self.raw.append(line)
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def of(self, kind: str) -> list:
-        return [e for e in self.events if isinstance(e, dict) and e.get("event") == kind]
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
 def is_trace_call(uri: str) -> bool:
     return "/traces" in uri     # OTLP /v1/traces and /api/3.0/mlflow/traces
 
@@ -163,7 +139,7 @@ def test_an_injected_pod_logs_runs_and_traces_across_three_token_renewals_withou
     mlflow_front.clear_requests()
     started = time.time()
     process = kubelet.start()
-    out = Output(process)
+    out = ContainerOutput(process)
     projected: list = []     # each distinct token the pod's credential file held, in order
     try:
         first_event = wait_for(lambda: out.of("started") or process.poll() is not None, 120,

@@ -5,14 +5,12 @@ only MLflow; that MLflow client logs to the real MLflow server with basic auth. 
 credential in OpenBao while it keeps logging: no restart, no failed call, and the client moved."""
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
 
 import pytest
 
-from dev.kubelet import PAYLOAD_IMAGE_PATH, LocalKubelet
+from dev.kubelet import ContainerOutput, LocalKubelet, PAYLOAD_IMAGE_PATH
 from tests.e2e.fixtures_operator import patch_binding, read_secret
 from tests.e2e.fixtures_webhook import create_pod, vault_binding
 from tests.e2e.waiting import wait_for
@@ -41,29 +39,6 @@ while not stop:
 client.set_terminated(run.info.run_id)
 say(event="done", steps=step)
 """
-
-
-class Output:
-    """The container's stdout, parsed as it arrives."""
-
-    def __init__(self, process):
-        self.events, self.raw = [], []
-        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _read(self, process) -> None:
-        for line in process.stdout:
-            self.raw.append(line)
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def of(self, kind: str) -> list:
-        return [e for e in self.events if e.get("event") == kind]
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
 
 @pytest.fixture
@@ -96,7 +71,7 @@ def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(
     kubelet = LocalKubelet(kube_api, namespace, "trainer", tmp_path / "kubelet",
                            image_paths={PAYLOAD_IMAGE_PATH: plugin_payload}, python=mlflow_client_python)
     process = kubelet.start()
-    out = Output(process)
+    out = ContainerOutput(process)
     try:
         started = wait_for(lambda: out.of("started") or process.poll() is not None, 120,
                            "the MLflow client to start")
