@@ -109,6 +109,18 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def log_records(self) -> list:
+        """The log as JSON lines; a line that is not JSON becomes ``{"unparsed": line}``."""
+        import json
+
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"unparsed": line})
+        return records
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -127,6 +139,21 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=5)
+
+
+class OneProcess:
+    """For a component that runs one ManagedProcess in ``self._proc``: ``stop`` and ``processes``
+    (what ``python -m dev.stack down`` stops)."""
+
+    _proc: "ManagedProcess | None" = None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+
+    @property
+    def processes(self) -> "list[ManagedProcess]":
+        return [self._proc] if self._proc else []
 
 
 def kill_pidfile_group(pid: int) -> None:

@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, StackError, free_port, http_ok, wait_until
+from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
 
 START_TIMEOUT = 90.0
 # moto accepts any key pair when IAM is not enforced; these are obviously fake.
@@ -25,7 +25,7 @@ ROOT_SECRET_ACCESS_KEY = "testing"
 ACCOUNT_ID = "123456789012"
 
 
-class MotoServer:
+class MotoServer(OneProcess):
     """moto's server mode.
 
     Attributes once started: ``endpoint_url`` (``http://127.0.0.1:PORT``), ``region``,
@@ -81,14 +81,6 @@ class MotoServer:
         wait_until(lambda: http_ok(self.endpoint_url + "/moto-api/data.json"), START_TIMEOUT,
                    f"moto at {self.endpoint_url}", interval=0.3, proc=self._proc)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        return [self._proc] if self._proc else []
 
     def info(self) -> dict:
         return {"endpoint_url": self.endpoint_url, "region": self.region,

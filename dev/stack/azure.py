@@ -27,7 +27,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import (ManagedProcess, StackError, cache_dir, free_port, http_ok,
+from dev.stack._proc import (OneProcess, ManagedProcess, StackError, cache_dir, free_port, http_ok,
                              require_tool, wait_until)
 
 VERSION = os.environ.get("MSA_LOWKEY_VERSION", "3.4.33")  # the newest 3.x: Spring Boot 3.5, Java 17
@@ -38,7 +38,7 @@ class LowkeyUnavailable(StackError):
     """The Lowkey Vault jar cannot be had on this machine (not a start-up failure)."""
 
 
-class LowkeyVault:
+class LowkeyVault(OneProcess):
     """Lowkey Vault with one vault at ``https://127.0.0.1:PORT``.
 
     Attributes once started: ``vault_url``, ``ca_file`` (PEM of the server certificate),
@@ -151,14 +151,6 @@ class LowkeyVault:
                                      f"{self.vault_url}", headers={"X-IDENTITY-HEADER": "lowkey"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status == 200
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        return [self._proc] if self._proc else []
 
     def info(self) -> dict:
         return {"vault_url": self.vault_url, "ca_file": str(self.ca_file),

@@ -20,13 +20,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, StackError, free_port, wait_until
+from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, wait_until
 
 # MLflow's import alone takes ~10 s on two busy cores; the auth app also migrates its database.
 START_TIMEOUT = float(os.environ.get("MSA_MLFLOW_START_TIMEOUT", "420"))
 
 
-class MlflowServer:
+class MlflowServer(OneProcess):
     """One MLflow tracking server.
 
     Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``host``, ``port``,
@@ -111,14 +111,6 @@ class MlflowServer:
         wait_until(self._healthy, START_TIMEOUT, f"{self.name} at {self.url}", interval=0.5,
                    proc=self._proc)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        return [self._proc] if self._proc else []
 
     def info(self) -> dict:
         prefix = "MSA_" + self.name.upper().replace("-", "_")

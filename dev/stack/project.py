@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, StackError, free_port, http_ok, wait_until
+from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "mlflowauthbindings.yaml"
@@ -30,20 +30,16 @@ def ensure_namespace(kube, name: str) -> None:
     kube.kubectl("apply", "-f", "-", input=manifest)
 
 
-class OperatorComponent:
+class OperatorComponent(OneProcess):
     """The kopf operator, cluster-wide, JSON logs, metrics and health on 127.0.0.1."""
 
     name = "operator"
 
     def __init__(self, kube):
         self.kube = kube
-        self.process: ManagedProcess | None = None
+        self._proc: ManagedProcess | None = None
         self.metrics_port = 0
         self.health_port = 0
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        return [self.process] if self.process else []
 
     def ensure_installed(self) -> None:
         if not CRD.exists():
@@ -58,11 +54,11 @@ class OperatorComponent:
         env = {"KUBECONFIG": str(self.kube.kubeconfig), "MSA_METRICS_ADDRESS": "127.0.0.1",
                "MSA_METRICS_PORT": str(self.metrics_port), "MSA_HEALTH_ADDRESS": "127.0.0.1",
                "MSA_HEALTH_PORT": str(self.health_port), "MSA_LOG_FORMAT": "json"}
-        self.process = ManagedProcess("operator", [sys.executable, "-m", "mlflow_secrets_auth_operator"],
+        self._proc = ManagedProcess("operator", [sys.executable, "-m", "mlflow_secrets_auth_operator"],
                                       Path(run_dir) / "operator.log", env=env, cwd=ROOT).start()
         try:
             wait_until(lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"), 60,
-                       "operator /healthz", proc=self.process)
+                       "operator /healthz", proc=self._proc)
         except BaseException:
             self.stop()
             raise
@@ -70,11 +66,8 @@ class OperatorComponent:
 
     def info(self) -> dict:
         return {"metrics": f"http://127.0.0.1:{self.metrics_port}/metrics",
-                "log": str(self.process.log_path) if self.process else None}
+                "log": str(self._proc.log_path) if self._proc else None}
 
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
 
 
 def webhook_configuration(name: str, url: str) -> dict:
@@ -98,19 +91,15 @@ def webhook_configuration(name: str, url: str) -> dict:
     }
 
 
-class WebhookComponent:
+class WebhookComponent(OneProcess):
     """The admission webhook over TLS on 127.0.0.1 with self-managed certificates."""
 
     name = "webhook"
 
     def __init__(self, kube):
         self.kube = kube
-        self.process: ManagedProcess | None = None
+        self._proc: ManagedProcess | None = None
         self.port = 0
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        return [self.process] if self.process else []
 
     def ensure_installed(self) -> None:
         pass
@@ -135,10 +124,10 @@ class WebhookComponent:
                "MSA_WEBHOOK_CONFIG_NAME": WEBHOOK_CONFIG, "MSA_TLS_EXTRA_SANS": "127.0.0.1",
                "MSA_TLS_DIR": str(Path(run_dir) / "tls"), "MSA_INJECT_IMAGE": INJECT_IMAGE,
                "MSA_LOG_FORMAT": "json"}
-        self.process = ManagedProcess("webhook", [sys.executable, "-m", "mlflow_secrets_auth_webhook"],
+        self._proc = ManagedProcess("webhook", [sys.executable, "-m", "mlflow_secrets_auth_webhook"],
                                       Path(run_dir) / "webhook.log", env=env, cwd=ROOT).start()
         try:
-            wait_until(self._configured, 60, "webhook to publish its caBundle", proc=self.process)
+            wait_until(self._configured, 60, "webhook to publish its caBundle", proc=self._proc)
         except BaseException:
             self.stop()
             raise
@@ -146,8 +135,5 @@ class WebhookComponent:
 
     def info(self) -> dict:
         return {"url": f"https://127.0.0.1:{self.port}", "config": WEBHOOK_CONFIG,
-                "log": str(self.process.log_path) if self.process else None}
+                "log": str(self._proc.log_path) if self._proc else None}
 
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()

@@ -6,7 +6,6 @@ Helpers for operator tests (create a binding, wait for Ready, read the Secret) l
 from __future__ import annotations
 
 import base64
-import json
 import re
 import sys
 import urllib.request
@@ -54,13 +53,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list:
-        records = []
-        for line in self.logs().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                records.append({"unparsed": line})
-        return records
+        return self.process.log_records()
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:

@@ -90,14 +90,8 @@ class WebhookProcess:
     def logs(self) -> str:
         return self.process.log_path.read_text(errors="replace")
 
-    def log_records(self) -> List[dict]:
-        records = []
-        for line in self.logs().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                records.append({"unparsed": line})
-        return records
+    def log_records(self) -> list:
+        return self.process.log_records()
 
 
 def webhook_configuration(name: str, url: str, ca_pem: bytes) -> dict:
