@@ -163,7 +163,10 @@ def _make_handler(state: ValidatorState):
                         state.tokens.clear()
                     self._reply(200, {"count": len(state.tokens)})
                 elif self.path == "/_control/issuers":
-                    state.issuers[body["issuer"]] = body
+                    if body.get("remove"):
+                        state.issuers.pop(body["issuer"], None)
+                    else:
+                        state.issuers[body["issuer"]] = body
                     self._reply(200, {"issuers": sorted(state.issuers)})
                 elif self.path == "/_control/log/clear":
                     state.seen.clear()
@@ -271,8 +274,8 @@ class AuthFront:
     Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``custom_header``
     (``X-MLflow-Auth`` by default), ``backend`` (the MlflowServer behind it), ``validator_url``.
     Methods: ``allow_token(tok)``, ``revoke_token(tok)``, ``clear_tokens()``,
-    ``trust_issuer(issuer_url, jwks_url=None, audience=None)``, ``requests_seen()``,
-    ``clear_requests()``.
+    ``trust_issuer(issuer_url, jwks_url=None, audience=None)``, ``distrust_issuer(issuer_url)``,
+    ``requests_seen()``, ``clear_requests()``.
     """
 
     name = "authfront"
@@ -400,6 +403,10 @@ class AuthFront:
             "issuer": issuer_url,
             "jwks_url": jwks_url or issuer_url.rstrip("/") + "/protocol/openid-connect/certs",
             "audience": audience, "leeway": leeway})
+
+    def distrust_issuer(self, issuer_url: str) -> None:
+        """Stop accepting JWTs from ``issuer_url`` (the front is shared by a whole test session)."""
+        self._control("/_control/issuers", {"issuer": issuer_url, "remove": True})
 
     def requests_seen(self) -> list[dict]:
         """What each request carried: host, method, uri, authorization, custom_header, status."""

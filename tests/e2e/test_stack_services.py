@@ -210,6 +210,7 @@ def test_a_disabled_or_rotated_keycloak_client_can_no_longer_get_tokens(keycloak
 
 
 def test_the_front_accepts_a_keycloak_token_once_it_trusts_the_issuer(keycloak, mlflow_front):
+    mlflow_front.distrust_issuer(keycloak.issuer_url)   # other tests of the session may trust it
     token = keycloak.client_credentials_token()["access_token"]
     assert _front_get(mlflow_front, {"Authorization": f"Bearer {token}"}) == 401
 
