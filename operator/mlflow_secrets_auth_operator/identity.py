@@ -11,12 +11,13 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Tuple
 
 from kubernetes.client.rest import ApiException
 
-from mlflow_secrets_auth.providers import aws, azure, vault
+from mlflow_secrets_auth.providers import AuthenticationFailed, PermissionDenied, aws, azure, vault
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
 
 from .logs import Redactor
@@ -106,38 +107,15 @@ def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
 
 def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
                   redactor: Redactor, fetchers, ca_dir: Path,
-                  kv_versions: Optional[dict] = None) -> Callable[[], object]:
+                  kv_versions: Optional[dict] = None,
+                  logins: Optional["VaultLogins"] = None) -> Callable[[], object]:
     """Resolve the identity, then return a no-argument call that fetches the secret."""
     namespace = binding.metadata.namespace or "default"
     provider = binding.spec.provider
     timeout = settings.provider_timeout
 
     if provider.vault is not None:
-        spec, base = provider.vault, "spec.provider.vault.auth"
-        auth = spec.auth
-        if auth.kubernetes is not None:
-            jwt = _token(kube, namespace, auth.kubernetes.service_account_name,
-                         auth.kubernetes.audience, f"{base}.kubernetes.serviceAccountName",
-                         settings, redactor)
-            credentials = vault.VaultKubernetes(auth.kubernetes.role, jwt, auth.kubernetes.mount_path)
-        elif auth.token is not None:
-            credentials = vault.VaultToken(_ref(kube, namespace, auth.token.secret_ref,
-                                                f"{base}.token.secretRef", redactor))
-        elif auth.app_role is not None:
-            secret_id = _ref(kube, namespace, auth.app_role.secret_id_ref,
-                             f"{base}.appRole.secretIdRef", redactor)
-            credentials = vault.VaultAppRole(auth.app_role.role_id, secret_id, auth.app_role.mount_path)
-        else:
-            _operator_identity(settings, f"{base}.operatorIdentity")
-            if not settings.vault_token:
-                raise SyncError("OperatorIdentityNotAllowed", f"{base}.operatorIdentity: the "
-                                f"operator has no VAULT_TOKEN of its own")
-            credentials = vault.VaultToken(settings.vault_token)
-        ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.vault.caCert")
-        return lambda: fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
-                                         kv_version=spec.kv_version, namespace=spec.namespace,
-                                         ca_bundle=ca, timeout=timeout,
-                                         version_cache=kv_versions, session=_session())
+        return _vault_call(binding, kube, settings, redactor, fetchers, ca_dir, kv_versions, logins)
 
     if provider.aws_secrets_manager is not None:
         spec, base = provider.aws_secrets_manager, "spec.provider.awsSecretsManager.auth"
@@ -181,6 +159,124 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
                                              version=spec.version, ca_bundle=ca, timeout=timeout)
 
 
+class VaultLogins:
+    """Vault client tokens from Kubernetes and AppRole logins, reused per namespace identity.
+
+    Without this every sync would request a ServiceAccount token, make Vault review it with the
+    API server and mint a new Vault token (a lease) just to read one path. A token is reused for
+    half its lease and at most ``max_age`` seconds, so a removed ServiceAccount takes effect
+    within that bound; a token Vault refuses (revoked, or a role whose policies changed) is
+    dropped and the sync logs in again at once.
+    """
+
+    def __init__(self, max_age: float = 300.0, clock: Callable[[], float] = time.monotonic):
+        self.max_age, self._clock = max_age, clock
+        self._tokens: dict = {}
+        self._lock = threading.Lock()
+        self._logging_in: dict = {}  # key -> Lock: concurrent syncs of one identity log in once
+
+    def get(self, key) -> Optional[str]:
+        with self._lock:
+            entry = self._tokens.get(key)
+            if entry is None or entry[1] <= self._clock():
+                self._tokens.pop(key, None)
+                return None
+            return entry[0]
+
+    def put(self, key, token: str, lease_seconds: int) -> None:
+        keep = min(self.max_age, lease_seconds / 2) if lease_seconds > 0 else self.max_age
+        with self._lock:
+            self._tokens[key] = (token, self._clock() + keep)
+
+    def drop(self, key, token: str) -> None:
+        with self._lock:
+            if self._tokens.get(key, (None,))[0] == token:
+                del self._tokens[key]
+
+    def token(self, key, login: Callable[[], Tuple[str, int]]) -> Tuple[str, bool]:
+        """The reusable token for ``key``, logging in (once, whoever asks meanwhile) if there is
+        none; also whether it was freshly made."""
+        token = self.get(key)
+        if token is not None:
+            return token, False
+        with self._lock:
+            gate = self._logging_in.setdefault(key, threading.Lock())
+        with gate:
+            token = self.get(key)
+            if token is not None:
+                return token, False
+            token, lease = login()
+            self.put(key, token, lease)
+            return token, True
+
+
+def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
+                redactor: Redactor, fetchers, ca_dir: Path, kv_versions: Optional[dict],
+                logins: Optional[VaultLogins]) -> Callable[[], object]:
+    namespace = binding.metadata.namespace or "default"
+    spec, base = binding.spec.provider.vault, "spec.provider.vault.auth"
+    auth = spec.auth
+    ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.vault.caCert")
+
+    def read(credentials):
+        return fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
+                                 kv_version=spec.kv_version, namespace=spec.namespace,
+                                 ca_bundle=ca, timeout=settings.provider_timeout,
+                                 version_cache=kv_versions, session=_session())
+
+    if auth.token is not None:
+        token = _ref(kube, namespace, auth.token.secret_ref, f"{base}.token.secretRef", redactor)
+        return lambda: read(vault.VaultToken(token))
+    if auth.kubernetes is None and auth.app_role is None:
+        _operator_identity(settings, f"{base}.operatorIdentity")
+        if not settings.vault_token:
+            raise SyncError("OperatorIdentityNotAllowed", f"{base}.operatorIdentity: the "
+                            f"operator has no VAULT_TOKEN of its own")
+        return lambda: read(vault.VaultToken(settings.vault_token))
+
+    where = (spec.address, spec.namespace, namespace)
+    if auth.kubernetes is not None:
+        k8s = auth.kubernetes
+        key = where + ("kubernetes", k8s.mount_path, k8s.role, k8s.service_account_name,
+                       k8s.audience)
+
+        def credentials():
+            jwt = _token(kube, namespace, k8s.service_account_name, k8s.audience,
+                         f"{base}.kubernetes.serviceAccountName", settings, redactor)
+            return vault.VaultKubernetes(k8s.role, jwt, k8s.mount_path)
+    else:
+        role = auth.app_role
+        secret_id = _ref(kube, namespace, role.secret_id_ref, f"{base}.appRole.secretIdRef",
+                         redactor)
+        key = where + ("approle", role.mount_path, role.role_id,
+                       hashlib.sha256(secret_id.encode()).hexdigest())
+
+        def credentials():
+            return vault.VaultAppRole(role.role_id, secret_id, role.mount_path)
+
+    def login() -> Tuple[str, int]:
+        token, lease = fetchers["vaultLogin"](spec.address, credentials(), namespace=spec.namespace,
+                                              ca_bundle=ca, timeout=settings.provider_timeout,
+                                              session=_session())
+        redactor.add(token)
+        return token, lease
+
+    def call():
+        if logins is None:
+            return read(vault.VaultToken(login()[0]))
+        token, fresh = logins.token(key, login)
+        try:
+            return read(vault.VaultToken(token))
+        except (AuthenticationFailed, PermissionDenied):
+            if fresh:
+                raise
+            # revoked, expired early, or the role's policies changed since: log in again, once
+            logins.drop(key, token)
+        return read(vault.VaultToken(logins.token(key, login)[0]))
+
+    return call
+
+
 _local = threading.local()
 
 
@@ -198,5 +294,5 @@ def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor
     return _secret_key(kube, namespace, ref.name, ref.key, field, redactor)
 
 
-DEFAULT_FETCHERS = {"vault": vault.fetch, "awsSecretsManager": aws.fetch,
-                    "azureKeyVault": azure.fetch}
+DEFAULT_FETCHERS = {"vault": vault.fetch, "vaultLogin": vault.login,
+                    "awsSecretsManager": aws.fetch, "azureKeyVault": azure.fetch}

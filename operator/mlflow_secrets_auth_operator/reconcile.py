@@ -20,7 +20,7 @@ from mlflow_secrets_auth.providers import ProviderError, SecretValue
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, secret_name_for
 
 from . import builders, credential
-from .identity import DEFAULT_FETCHERS, SyncError, provider_call
+from .identity import DEFAULT_FETCHERS, SyncError, VaultLogins, provider_call
 from .logs import Redactor
 from .metrics import Metrics
 from .settings import Settings
@@ -46,6 +46,7 @@ class Context:
     exchange: Optional[object] = None  # exchange.TokenClient
     ca_dir: Path = field(default_factory=lambda: Path("/tmp/mlflow-secrets-auth-ca"))
     kv_versions: dict = field(default_factory=dict)  # (address, namespace, mount) -> "1" | "2"
+    vault_logins: VaultLogins = field(default_factory=VaultLogins)  # one Vault login per identity
 
 
 def parse_binding(body: Mapping) -> MlflowAuthBinding:
@@ -94,7 +95,7 @@ def _sync(binding: MlflowAuthBinding, ctx: Context) -> builders.Outcome:
     spec = binding.spec
     kind = spec.provider.kind
     call = provider_call(binding, ctx.kube, ctx.settings, ctx.redactor, ctx.fetchers, ctx.ca_dir,
-                         ctx.kv_versions)
+                         ctx.kv_versions, ctx.vault_logins)
     value: SecretValue = call()
     ctx.metrics.provider_calls.labels(kind, "ok").inc()
     _learn(ctx.redactor, value)

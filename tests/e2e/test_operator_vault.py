@@ -93,6 +93,52 @@ def test_vault_kubernetes_auth_kv1_basic_uses_the_namespace_service_account(
     assert fields["header-value"] == "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
 
 
+def _vault_tokens_of_role(openbao, role: str) -> list[str]:
+    """Accessors of the live Vault tokens that a Kubernetes login to ``role`` created."""
+    client = openbao.client()
+    found = []
+    for accessor in client.list("auth/token/accessors")["data"]["keys"]:
+        try:
+            meta = client.auth.token.lookup_accessor(accessor)["data"].get("meta") or {}
+        except Exception:  # noqa: BLE001 - revoked meanwhile by another test
+            continue
+        if meta.get("role") == role:
+            found.append(accessor)
+    return found
+
+
+def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocation(
+        openbao, operator, kube_api, namespace):
+    openbao.write_read_policy(f"{namespace}-kv2", [f"secret/data/{namespace}/*"])
+    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-kv2"])
+    create_service_account(kube_api, namespace, "mlflow-reader")
+    values = {name: "tok-" + secrets.token_hex(12) for name in ("a", "b", "c")}
+    operator.used(*values.values())
+    for name, value in values.items():
+        _write_kv2(openbao, f"{namespace}/{name}", {"token": value})
+        create_binding(kube_api, namespace, name, {
+            "provider": {"vault": {"address": openbao.addr, "path": f"{namespace}/{name}",
+                                   "auth": {"kubernetes": {"role": namespace,
+                                                           "serviceAccountName": "mlflow-reader"}}}},
+            "refresh": {"interval": "1h"}})
+    for name, value in values.items():
+        wait_ready(kube_api, namespace, name)
+        assert read_secret(kube_api, namespace, f"{name}-mlflow-auth")["token"] == value
+    tokens = _vault_tokens_of_role(openbao, namespace)
+    assert len(tokens) == 1, f"3 bindings made {len(tokens)} Vault logins (tokens), expected 1"
+
+    openbao.client().auth.token.revoke_accessor(tokens[0])
+    rotated = "tok-" + secrets.token_hex(12)
+    operator.used(rotated)
+    _write_kv2(openbao, f"{namespace}/a", {"token": rotated})
+    patch_binding(kube_api, namespace, "a", {"metadata": {"annotations": {
+        "mlflow-secrets-auth.io/sync-requested": "after-revoke"}}})
+    wait_for(lambda: read_secret(kube_api, namespace, "a-mlflow-auth")["token"] == rotated, 10,
+             "the new value read with a fresh login after the cached Vault token was revoked")
+    assert wait_ready(kube_api, namespace, "a")["status"]["lastSyncRequest"] == "after-revoke"
+    assert len(_vault_tokens_of_role(openbao, namespace)) == 1
+
+
 def test_vault_kv_version_auto_detects_a_v1_mount(openbao, operator, kube_api, namespace):
     openbao.enable_kv("kv1", version=1)
     value = "tok-" + secrets.token_hex(12)

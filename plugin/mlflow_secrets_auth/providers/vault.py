@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import MutableMapping, Optional, Union
+from typing import MutableMapping, Optional, Tuple, Union
 
 from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
                SecretNotFound, SecretValue, require)
@@ -53,12 +54,11 @@ def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
     calls (one per thread).
     """
     hvac = require("hvac", "vault")
-    requests = require("requests", "vault")
     client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
                          verify=ca_bundle if ca_bundle else True, session=session)
     mount = mount.strip("/")
     path = path.strip("/")
-    try:
+    with _translated(address, hvac):
         _login(client, auth, hvac)
         key = (address, namespace, mount)
         if kv_version in ("1", "2"):
@@ -75,6 +75,33 @@ def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
             if version_cache is not None:
                 version_cache.pop(key, None)  # the mount may have been re-created
             raise
+
+
+def login(address: str, auth: Union[VaultKubernetes, VaultAppRole], *,
+          namespace: Optional[str] = None, ca_bundle: Optional[str] = None,
+          timeout: float = 10.0, session=None) -> Tuple[str, int]:
+    """Log in once; return the Vault client token and its lease in seconds (0: no expiry).
+
+    For callers that read many paths as one identity: pass ``VaultToken(token)`` to :func:`fetch`
+    afterwards instead of logging in (and creating a Vault token) on every read.
+    """
+    hvac = require("hvac", "vault")
+    client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
+                         verify=ca_bundle if ca_bundle else True, session=session)
+    with _translated(address, hvac):
+        answer = _login(client, auth, hvac) or {}
+    grant = answer.get("auth") or {}
+    if not grant.get("client_token"):
+        raise AuthenticationFailed(f"Vault at {address} answered the login without a client token")
+    return grant["client_token"], int(grant.get("lease_duration") or 0)
+
+
+@contextmanager
+def _translated(address: str, hvac):
+    """Turn transport and server failures into ProviderUnavailable (retried, never fatal)."""
+    requests = require("requests", "vault")
+    try:
+        yield
     except ProviderError:
         raise
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -86,18 +113,17 @@ def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
         raise ProviderUnavailable(f"Vault at {address} answered an error: {_errors(exc)}") from None
 
 
-def _login(client, auth: VaultAuth, hvac) -> None:
+def _login(client, auth: VaultAuth, hvac) -> Optional[dict]:
     try:
         if isinstance(auth, VaultToken):
             client.token = auth.token
-            return
+            return None
         if isinstance(auth, VaultKubernetes):
-            client.auth.kubernetes.login(role=auth.role, jwt=auth.jwt, mount_point=auth.mount_path)
-            return
+            return client.auth.kubernetes.login(role=auth.role, jwt=auth.jwt,
+                                                mount_point=auth.mount_path)
         if isinstance(auth, VaultAppRole):
-            client.auth.approle.login(role_id=auth.role_id, secret_id=auth.secret_id,
-                                      mount_point=auth.mount_path)
-            return
+            return client.auth.approle.login(role_id=auth.role_id, secret_id=auth.secret_id,
+                                             mount_point=auth.mount_path)
     except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized,
             hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as exc:
         method = "kubernetes" if isinstance(auth, VaultKubernetes) else "approle"

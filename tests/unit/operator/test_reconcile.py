@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from mlflow_secrets_auth.providers import PermissionDenied, ProviderUnavailable, SecretValue
+from mlflow_secrets_auth.providers import (AuthenticationFailed, PermissionDenied,
+                                          ProviderUnavailable, SecretValue)
 from mlflow_secrets_auth.providers.aws import AwsStaticKeys, AwsWebIdentity
 from mlflow_secrets_auth.providers.vault import VaultAppRole, VaultKubernetes, VaultToken
 from mlflow_secrets_auth_operator import reconcile
+from mlflow_secrets_auth_operator.identity import VaultLogins
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import FakeKube, binding, context
 
@@ -23,6 +25,13 @@ def _vault_fetcher(calls, content=None, error=None):
             raise error
         return SecretValue(json.dumps(content or {"token": TOKEN}), version="3")
     return fetch
+
+
+def _vault_login(logins, lease=3600):
+    def login(address, auth, **kwargs):
+        logins.append(auth)
+        return f"hvs.login-{len(logins)}", lease
+    return login
 
 
 def _decoded(secret):
@@ -57,11 +66,14 @@ def test_unchanged_content_is_not_rewritten():
 def test_kubernetes_auth_requests_a_token_for_the_namespace_service_account():
     kube, calls = FakeKube(), []
     kube.service_accounts.add(("team-a", "mlflow-reader"))
-    ctx = context(kube, {"vault": _vault_fetcher(calls, {"user": "alice", "pass": "pw-9f8e7d"})})
+    logins = []
+    ctx = context(kube, {"vault": _vault_fetcher(calls, {"user": "alice", "pass": "pw-9f8e7d"}),
+                         "vaultLogin": _vault_login(logins)})
     outcome = reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"]), ctx)
     assert outcome.ok
     assert kube.token_requests == [("team-a", "mlflow-reader", (), 600)]
-    assert calls[0][2] == VaultKubernetes("mlflow", "sa-token-for-team-a-mlflow-reader", "kubernetes")
+    assert logins == [VaultKubernetes("mlflow", "sa-token-for-team-a-mlflow-reader", "kubernetes")]
+    assert calls[0][2] == VaultToken("hvs.login-1")
     assert calls[0][3]["kv_version"] == "1" and calls[0][3]["mount"] == "kv"
     fields = _decoded(kube.secrets[("team-a", "mlflow-mlflow-auth")])
     assert fields["header-value"] == "Basic " + base64.b64encode(b"alice:pw-9f8e7d").decode()
@@ -69,20 +81,100 @@ def test_kubernetes_auth_requests_a_token_for_the_namespace_service_account():
 
 
 def test_missing_service_account_is_reported_naming_the_field():
-    ctx = context(FakeKube(), {"vault": _vault_fetcher([])})
+    calls, logins = [], []
+    ctx = context(FakeKube(), {"vault": _vault_fetcher(calls), "vaultLogin": _vault_login(logins)})
     outcome = reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"]), ctx)
     assert (outcome.ok, outcome.reason) == (False, "ServiceAccountNotFound")
+    assert (calls, logins) == ([], [])
     assert "spec.provider.vault.auth.kubernetes.serviceAccountName" in outcome.message
 
 
 def test_approle_secret_id_comes_from_a_secret_in_the_same_namespace():
     kube, calls = FakeKube(), []
     kube.plain[("team-a", "approle")] = {"secret-id": "sid-0001"}
-    ctx = context(kube, {"vault": _vault_fetcher(calls, {"value": TOKEN})})
+    logins = []
+    ctx = context(kube, {"vault": _vault_fetcher(calls, {"value": TOKEN}),
+                         "vaultLogin": _vault_login(logins)})
     outcome = reconcile.sync(binding(VALID["vault-approle-header"]), ctx)
-    assert outcome.ok and calls[0][2] == VaultAppRole("abc-123", "sid-0001", "approle")
+    assert outcome.ok and logins == [VaultAppRole("abc-123", "sid-0001", "approle")]
+    assert calls[0][2] == VaultToken("hvs.login-1")
     fields = _decoded(kube.secrets[("team-a", "mlflow-mlflow-auth")])
     assert (fields["header-name"], fields["header-value"]) == ("X-MLflow-Auth", TOKEN)
+
+
+def test_one_vault_login_serves_every_binding_of_a_namespace_identity():
+    kube, calls, logins = FakeKube(), [], []
+    kube.service_accounts.add(("team-a", "mlflow-reader"))
+    ctx = context(kube, {"vault": _vault_fetcher(calls, {"user": "alice", "pass": "pw-9f8e7d"}),
+                         "vaultLogin": _vault_login(logins)})
+    for name in ("one", "two", "three"):
+        assert reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"], name=name), ctx).ok
+    assert len(logins) == 1 and len(kube.token_requests) == 1
+    assert [c[2] for c in calls] == [VaultToken("hvs.login-1")] * 3
+    other = binding(VALID["vault-kubernetes-basic-kv1"], namespace="team-b")
+    kube.service_accounts.add(("team-b", "mlflow-reader"))
+    assert reconcile.sync(other, ctx).ok
+    assert len(logins) == 2 and kube.token_requests[-1][0] == "team-b"
+
+
+def test_a_cached_vault_token_expires_with_half_its_lease():
+    clock = [0.0]
+    cache = VaultLogins(max_age=300, clock=lambda: clock[0])
+    cache.put("k", "hvs.short", lease_seconds=120)
+    clock[0] = 59
+    assert cache.get("k") == "hvs.short"
+    clock[0] = 61
+    assert cache.get("k") is None
+    cache.put("k", "hvs.long", lease_seconds=0)  # no expiry: still bounded by max_age
+    clock[0] = 61 + 301
+    assert cache.get("k") is None
+
+
+def test_concurrent_syncs_of_one_identity_wait_for_a_single_login():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache, started, logins = VaultLogins(), threading.Event(), []
+
+    def slow_login():
+        logins.append(1)
+        started.wait(0.2)
+        return "hvs.once", 600
+
+    with ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(lambda _: cache.token("team-a", slow_login)[0], range(8)))
+    assert tokens == ["hvs.once"] * 8 and len(logins) == 1
+
+
+@pytest.mark.parametrize("refusal", [AuthenticationFailed("Vault rejected the token"),
+                                     PermissionDenied("this identity may not read kv/x")])
+def test_a_refused_cached_vault_token_is_replaced_by_one_new_login(refusal):
+    kube, logins, reads = FakeKube(), [], []
+    kube.service_accounts.add(("team-a", "mlflow-reader"))
+
+    def fetch(address, path, auth, **kwargs):
+        reads.append(auth)
+        if auth == VaultToken("hvs.login-1") and len(reads) > 1:
+            raise refusal
+        return SecretValue(json.dumps({"user": "alice", "pass": "pw-9f8e7d"}))
+
+    ctx = context(kube, {"vault": fetch, "vaultLogin": _vault_login(logins)})
+    assert reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"]), ctx).ok
+    outcome = reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"]), ctx)
+    assert outcome.ok and len(logins) == 2
+    assert reads == [VaultToken("hvs.login-1"), VaultToken("hvs.login-1"), VaultToken("hvs.login-2")]
+
+
+def test_a_new_approle_secret_id_logs_in_again():
+    kube, calls, logins = FakeKube(), [], []
+    kube.plain[("team-a", "approle")] = {"secret-id": "sid-0001"}
+    ctx = context(kube, {"vault": _vault_fetcher(calls, {"value": TOKEN}),
+                         "vaultLogin": _vault_login(logins)})
+    reconcile.sync(binding(VALID["vault-approle-header"]), ctx)
+    reconcile.sync(binding(VALID["vault-approle-header"]), ctx)
+    kube.plain[("team-a", "approle")] = {"secret-id": "sid-0002"}
+    assert reconcile.sync(binding(VALID["vault-approle-header"]), ctx).ok
+    assert [a.secret_id for a in logins] == ["sid-0001", "sid-0002"]
 
 
 def test_a_missing_auth_secret_is_reported_and_nothing_is_fetched():
