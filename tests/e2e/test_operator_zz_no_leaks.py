@@ -35,7 +35,7 @@ def test_no_secret_value_appears_in_logs_events_or_status(openbao, operator, kub
                            for e in events.items)
     bindings = client.CustomObjectsApi(kube_api).list_cluster_custom_object(GROUP, VERSION, PLURAL)
     status_text = json.dumps([b.get("status") for b in bindings["items"]])
-    assert len(operator.secret_values) >= 4 and len(logs.splitlines()) >= 2
+    assert len(operator.secret_values) >= 3 and len(logs.splitlines()) >= 2  # its own at least
     assert "synced" in logs and bindings["items"]
     leaked = {where: sorted(v[:8] + "..." for v in operator.secret_values if v in text)
               for where, text in (("logs", logs), ("events", event_text), ("status", status_text))}
