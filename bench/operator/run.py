@@ -1,11 +1,14 @@
 """Benchmark: N MlflowAuthBindings against OpenBao on a local control plane.
 
     .venv/bin/python -m bench.operator.run [--bindings 1000] [--refresh 60s] [--observe-refresh]
+                                           [--auth token|kubernetes]
 
 Starts its own etcd + kube-apiserver + kube-controller-manager, OpenBao and the operator
 (``python -m mlflow_secrets_auth_operator``), creates the bindings (each with its own KV v2 path and
-a Vault token from a Secret in the namespace), then reports as JSON: seconds until all are Ready,
-provider calls (from the operator's /metrics), Secret writes, and the operator's peak RSS (VmHWM).
+a Vault token from a Secret in the namespace, or with ``--auth kubernetes`` Vault Kubernetes auth as
+one ServiceAccount of the namespace), then reports as JSON: seconds until all are Ready, provider
+calls (from the operator's /metrics), Secret writes, the operator's peak RSS (VmHWM) and, for
+Kubernetes auth, how many Vault tokens the operator's logins created.
 With ``--observe-refresh`` it also waits one refresh interval and reports the reads it made
 (the target is exactly one per binding per refresh).
 """
@@ -62,6 +65,16 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def vault_tokens_of_role(bao: OpenBao, role: str) -> int:
+    """Live Vault tokens that Kubernetes logins to ``role`` created (one lease each)."""
+    vault = bao.client()
+    count = 0
+    for accessor in vault.list("auth/token/accessors")["data"]["keys"]:
+        meta = vault.auth.token.lookup_accessor(accessor)["data"].get("meta") or {}
+        count += meta.get("role") == role
+    return count
+
+
 def ready_count(custom) -> int:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
     return sum(1 for b in items for c in (b.get("status") or {}).get("conditions") or []
@@ -75,6 +88,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--observe-refresh", action="store_true")
     parser.add_argument("--workers", default="16", help="MSA_WORKERS for the operator")
+    parser.add_argument("--auth", choices=("token", "kubernetes"), default="token",
+                        help="how the bindings authenticate to OpenBao")
     parser.add_argument("--profile", metavar="FILE", help="run the operator under cProfile into FILE")
     args = parser.parse_args()
 
@@ -82,10 +97,13 @@ def main() -> int:
 
     run_dir = Path(tempfile.mkdtemp(prefix="msa-bench-operator-"))
     kube, bao, operator = LocalKube(), OpenBao(), None
-    report: dict = {"bindings": args.bindings, "refresh": args.refresh, "run_dir": str(run_dir)}
+    report: dict = {"bindings": args.bindings, "refresh": args.refresh, "auth": args.auth,
+                    "run_dir": str(run_dir)}
     try:
         kube.start(run_dir / "kube")
         bao.start(run_dir / "bao")
+        if args.auth == "kubernetes":
+            bao.enable_kubernetes_auth(kube)
         kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "mlflowauthbindings.yaml"))
         kube.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
         api = kube.api_client()
@@ -96,6 +114,13 @@ def main() -> int:
         token = bao.client().auth.token.create(policies=["bench"], ttl="2h")["auth"]["client_token"]
         core.create_namespaced_secret(NAMESPACE, client.V1Secret(
             metadata=client.V1ObjectMeta(name="vault-token"), string_data={"token": token}))
+        if args.auth == "kubernetes":
+            bao.write_kubernetes_role("bench", NAMESPACE, ["mlflow-reader"], ["bench"])
+            core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(
+                metadata=client.V1ObjectMeta(name="mlflow-reader")))
+            auth = {"kubernetes": {"role": "bench", "serviceAccountName": "mlflow-reader"}}
+        else:
+            auth = {"token": {"secretRef": {"name": "vault-token", "key": "token"}}}
         kv = bao.client().secrets.kv.v2
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: kv.create_or_update_secret(
@@ -124,8 +149,7 @@ def main() -> int:
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
                 "metadata": {"name": f"b{i}"},
                 "spec": {"provider": {"vault": {"address": bao.addr, "path": f"bench/b{i}",
-                                                "auth": {"token": {"secretRef": {
-                                                    "name": "vault-token", "key": "token"}}}}},
+                                                "auth": auth}},
                          "refresh": {"interval": args.refresh}}})
 
         started = time.monotonic()
@@ -172,6 +196,8 @@ def main() -> int:
             report["provider_calls_per_sync"] = round(calls / syncs, 3) if syncs else None
             report["refreshes_per_binding_per_interval"] = round(
                 syncs / args.bindings / 3, 3)
+        if args.auth == "kubernetes":
+            report["vault_tokens_from_logins"] = vault_tokens_of_role(bao, "bench")
         sample = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "b0")
         report["sample_metadata"] = {k: sample["metadata"].get(k) for k in
                                      ("annotations", "finalizers", "generation", "resourceVersion")}
