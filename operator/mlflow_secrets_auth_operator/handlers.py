@@ -16,6 +16,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     runtime.start(memo)
 
 
+@kopf.on.login()
+async def login(**kwargs) -> kopf.AiohttpSession:
+    """In-cluster ServiceAccount or kubeconfig (as kopf's own default), with a bounded pool."""
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        raise kopf.LoginError("no Kubernetes credentials: not in a cluster and no kubeconfig")
+    return runtime.bounded_session(info)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_) -> None:
     runtime.stop(memo)

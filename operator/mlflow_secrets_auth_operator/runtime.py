@@ -16,6 +16,26 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 FINALIZER = "mlflow-secrets-auth.io/operator"
+KOPF_CONNECTIONS = 20  # kopf's own API connections (watches, finalizer patches); kopf's default: no limit
+
+
+def bounded_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's API session as kopf builds it, but with at most ``KOPF_CONNECTIONS`` connections.
+
+    kopf's built-in session has no limit, so a burst of new bindings opened one TLS connection per
+    concurrent finalizer patch (130 at 1,000 bindings), each with asyncio's 256 KiB read buffer:
+    over 30 MiB of the operator's peak memory. Calls beyond the limit wait for a free connection.
+    Must be called inside the event loop.
+    """
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=KOPF_CONNECTIONS, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),  # the bearer token or basic auth
+        proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
+                               priority=info.priority, expiration=info.expiration,
+                               aiohttp_session=session)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
