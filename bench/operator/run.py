@@ -91,6 +91,9 @@ def main() -> int:
     parser.add_argument("--auth", choices=("token", "kubernetes"), default="token",
                         help="how the bindings authenticate to OpenBao")
     parser.add_argument("--profile", metavar="FILE", help="run the operator under cProfile into FILE")
+    parser.add_argument("--heaptrack", metavar="FILE", help="run the operator under heaptrack "
+                        "(Debian package) into FILE.zst, for where native memory goes; the RSS "
+                        "figures are then heaptrack's own, not the operator's")
     args = parser.parse_args()
 
     from kubernetes import client
@@ -128,7 +131,8 @@ def main() -> int:
 
         metrics_port, health_port = free_port(), free_port()
         profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
-        operator = ManagedProcess("operator", [sys.executable, *profile, "-m",
+        heaptrack = ["heaptrack", "-o", str(Path(args.heaptrack).resolve())] if args.heaptrack else []
+        operator = ManagedProcess("operator", [*heaptrack, sys.executable, *profile, "-m",
                                                "mlflow_secrets_auth_operator"],
                                   run_dir / "operator.log", cwd=ROOT, env={
             "KUBECONFIG": str(kube.kubeconfig), "MSA_METRICS_ADDRESS": "127.0.0.1",
@@ -136,7 +140,8 @@ def main() -> int:
             "MSA_HEALTH_PORT": str(health_port), "MSA_LOG_LEVEL": "WARNING",
             "MSA_WORKERS": args.workers}).start()
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), 60, "operator",
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"),
+                   300 if args.heaptrack else 60, "operator",
                    proc=operator)
 
         report["operator_idle_rss_mib"] = round(peak_rss_mib(operator.pid), 1)
