@@ -229,6 +229,9 @@ def run_scenario() -> int:
             credential_dir = kubelet.volume_dirs["mlflow-secrets-auth-credential"]
             wait_for(lambda: (credential_dir / "username").read_text() == bob[0], 30,
                      "the kubelet to swap the files")
+            # Revoke the old credential only once clients have switched: the plugin looks at the
+            # files every MLFLOW_SECRETS_AUTH_CHECK_INTERVAL (0.5 s); docs/plugin.md, "Rotation".
+            time.sleep(1.0)
             stack.mlflow.delete_user(alice[0])
             detail(f"old user {alice[0]} deleted from MLflow: only the new credential works now")
             before = len(of("logged"))
@@ -246,6 +249,8 @@ def run_scenario() -> int:
         f"/api/2.0/mlflow/metrics/get-history?run_id={started['run_id']}&metric_key=loss")
     say("Result")
     detail(f"steps logged: {len(of('logged'))}, failed calls: {len(errors)}, process restarts: 0")
+    for error in errors[:5]:
+        detail(f"failed call at step {error['step']}: {error['error']}")
     detail(f"MLflow has {len(body.get('metrics', []))} points of `loss` for run {started['run_id']} "
            f"in experiment {experiment}")
     detail(f"MLflow UI: {stack.mlflow.url} (admin credentials: "
