@@ -107,8 +107,7 @@ def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
 
 def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
                   redactor: Redactor, fetchers, ca_dir: Path,
-                  kv_versions: Optional[dict] = None,
-                  logins: Optional["VaultLogins"] = None) -> Callable[[], object]:
+                  kv_versions: Optional[dict], logins: "VaultLogins") -> Callable[[], object]:
     """Resolve the identity, then return a no-argument call that fetches the secret."""
     namespace = binding.metadata.namespace or "default"
     provider = binding.spec.provider
@@ -212,7 +211,7 @@ class VaultLogins:
 
 def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
                 redactor: Redactor, fetchers, ca_dir: Path, kv_versions: Optional[dict],
-                logins: Optional[VaultLogins]) -> Callable[[], object]:
+                logins: VaultLogins) -> Callable[[], object]:
     namespace = binding.metadata.namespace or "default"
     spec, base = binding.spec.provider.vault, "spec.provider.vault.auth"
     auth = spec.auth
@@ -262,8 +261,6 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
         return token, lease
 
     def call():
-        if logins is None:
-            return read(vault.VaultToken(login()[0]))
         token, fresh = logins.token(key, login)
         try:
             return read(vault.VaultToken(token))

@@ -54,8 +54,7 @@ def fetch(address: str, path: str, auth: VaultAuth, *, mount: str = "secret",
     calls (one per thread).
     """
     hvac = require("hvac", "vault")
-    client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
-                         verify=ca_bundle if ca_bundle else True, session=session)
+    client = _client(hvac, address, namespace, ca_bundle, timeout, session)
     mount = mount.strip("/")
     path = path.strip("/")
     with _translated(address, hvac):
@@ -86,14 +85,19 @@ def login(address: str, auth: Union[VaultKubernetes, VaultAppRole], *,
     afterwards instead of logging in (and creating a Vault token) on every read.
     """
     hvac = require("hvac", "vault")
-    client = hvac.Client(url=address, namespace=namespace, timeout=timeout,
-                         verify=ca_bundle if ca_bundle else True, session=session)
+    client = _client(hvac, address, namespace, ca_bundle, timeout, session)
     with _translated(address, hvac):
         answer = _login(client, auth, hvac) or {}
     grant = answer.get("auth") or {}
     if not grant.get("client_token"):
         raise AuthenticationFailed(f"Vault at {address} answered the login without a client token")
     return grant["client_token"], int(grant.get("lease_duration") or 0)
+
+
+def _client(hvac, address: str, namespace: Optional[str], ca_bundle: Optional[str],
+            timeout: float, session):
+    return hvac.Client(url=address, namespace=namespace, timeout=timeout,
+                       verify=ca_bundle if ca_bundle else True, session=session)
 
 
 @contextmanager
