@@ -65,16 +65,6 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def vault_tokens_of_role(bao: OpenBao, role: str) -> int:
-    """Live Vault tokens that Kubernetes logins to ``role`` created (one lease each)."""
-    vault = bao.client()
-    count = 0
-    for accessor in vault.list("auth/token/accessors")["data"]["keys"]:
-        meta = vault.auth.token.lookup_accessor(accessor)["data"].get("meta") or {}
-        count += meta.get("role") == role
-    return count
-
-
 def ready_count(custom) -> int:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
     return sum(1 for b in items for c in (b.get("status") or {}).get("conditions") or []
@@ -202,7 +192,7 @@ def main() -> int:
             report["refreshes_per_binding_per_interval"] = round(
                 syncs / args.bindings / 3, 3)
         if args.auth == "kubernetes":
-            report["vault_tokens_from_logins"] = vault_tokens_of_role(bao, "bench")
+            report["vault_tokens_from_logins"] = len(bao.tokens_of_role("bench"))
         sample = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "b0")
         report["sample_metadata"] = {k: sample["metadata"].get(k) for k in
                                      ("annotations", "finalizers", "generation", "resourceVersion")}

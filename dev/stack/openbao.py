@@ -144,6 +144,19 @@ class OpenBao:
             audience=audience, mount_point=mount,
         )
 
+    def tokens_of_role(self, role: str) -> list[str]:
+        """Accessors of the live Vault tokens that Kubernetes logins to ``role`` created."""
+        client = self.client()
+        found = []
+        for accessor in client.list("auth/token/accessors")["data"]["keys"]:
+            try:
+                meta = client.auth.token.lookup_accessor(accessor)["data"].get("meta") or {}
+            except Exception:  # noqa: BLE001 - revoked meanwhile
+                continue
+            if meta.get("role") == role:
+                found.append(accessor)
+        return found
+
     def login_kubernetes(self, role: str, jwt: str, mount: str = "kubernetes") -> "hvac.Client":
         """Log in with a ServiceAccount token; returns a client holding the issued Vault token."""
         client = self.client(token="")

@@ -93,20 +93,6 @@ def test_vault_kubernetes_auth_kv1_basic_uses_the_namespace_service_account(
     assert fields["header-value"] == "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
 
 
-def _vault_tokens_of_role(openbao, role: str) -> list[str]:
-    """Accessors of the live Vault tokens that a Kubernetes login to ``role`` created."""
-    client = openbao.client()
-    found = []
-    for accessor in client.list("auth/token/accessors")["data"]["keys"]:
-        try:
-            meta = client.auth.token.lookup_accessor(accessor)["data"].get("meta") or {}
-        except Exception:  # noqa: BLE001 - revoked meanwhile by another test
-            continue
-        if meta.get("role") == role:
-            found.append(accessor)
-    return found
-
-
 def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocation(
         openbao, operator, kube_api, namespace):
     openbao.write_read_policy(f"{namespace}-kv2", [f"secret/data/{namespace}/*"])
@@ -124,7 +110,7 @@ def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocat
     for name, value in values.items():
         wait_ready(kube_api, namespace, name)
         assert read_secret(kube_api, namespace, f"{name}-mlflow-auth")["token"] == value
-    tokens = _vault_tokens_of_role(openbao, namespace)
+    tokens = openbao.tokens_of_role(namespace)
     assert len(tokens) == 1, f"3 bindings made {len(tokens)} Vault logins (tokens), expected 1"
 
     openbao.client().auth.token.revoke_accessor(tokens[0])
@@ -136,7 +122,7 @@ def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocat
     wait_for(lambda: read_secret(kube_api, namespace, "a-mlflow-auth")["token"] == rotated, 10,
              "the new value read with a fresh login after the cached Vault token was revoked")
     assert wait_ready(kube_api, namespace, "a")["status"]["lastSyncRequest"] == "after-revoke"
-    assert len(_vault_tokens_of_role(openbao, namespace)) == 1
+    assert len(openbao.tokens_of_role(namespace)) == 1
 
 
 def test_vault_kv_version_auto_detects_a_v1_mount(openbao, operator, kube_api, namespace):
