@@ -31,7 +31,8 @@ from dev.stack._proc import ManagedProcess, StackError, cache_dir, free_port, wa
 from dev.stack.kube_pki import SERVICE_CIDR, write_kubeconfig, write_pki
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "k8s"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+            "kube-proxy")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER,)
 CONTROLLERS = (  # no kubelet, so none of the workload controllers
@@ -170,7 +171,8 @@ class LocalKube(KubeAccess):
         log = cache_dir("bin") / f"k8s-{self.version}.build.log"
         steps = [
             [go, "build", *flags, "-o", f"{partial}/", "k8s.io/kubernetes/cmd/kube-apiserver",
-             "k8s.io/kubernetes/cmd/kube-controller-manager"],
+             "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kube-scheduler",
+             "k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-proxy"],
             [go, "build", *flags, "-o", str(partial / "etcd"), "go.etcd.io/etcd/server/v3"],
         ]
         print(f"building Kubernetes {self.version} control plane into {self.bin_dir} "
