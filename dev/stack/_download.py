@@ -1,17 +1,19 @@
-"""Download an artifact from Maven Central into the cache, checked against its published SHA-1."""
+"""Fetch a Maven artifact into the cache with ``mvn`` by its coordinates (no repository URL here)."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from dev.stack._proc import StackError, cache_dir
 
-MAVEN_CENTRAL = os.environ.get("MSA_MAVEN_REPO", "https://repo1.maven.org/maven2")
+# The plugin that copies one artifact by coordinates (pinned: resolved once, then cached in ~/.m2).
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 
 @contextlib.contextmanager
@@ -37,29 +39,34 @@ def cache_lock(name: str, timeout: float = 900.0):
 
 def maven_artifact(group: str, artifact: str, version: str, ext: str = "jar",
                    dest_dir: Path | None = None) -> Path:
-    """Fetch ``group:artifact:version`` (``ext``) once; later calls return the cached file."""
+    """Fetch ``group:artifact:version`` (``ext``) once with ``mvn``, by coordinates.
+
+    Maven resolves it from the repositories its own settings name (Maven Central by default, a
+    mirror from ``~/.m2/settings.xml``) and checks the published checksums itself; later calls
+    return the cached file.
+    """
     dest_dir = dest_dir or cache_dir("maven")
-    filename = f"{artifact}-{version}.{ext}"
-    dest = dest_dir / filename
+    dest = dest_dir / f"{artifact}-{version}.{ext}"
     if dest.exists():
         return dest
-    url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{filename}"
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise StackError(f"`mvn` is not on PATH: {group}:{artifact}:{version} is fetched with Maven "
+                         "by coordinates. Install Maven (Debian: `apt-get install -y maven`)")
+    staging = Path(tempfile.mkdtemp(prefix=".mvn-", dir=dest_dir))
+    argv = [mvn, "-B", "-q", "-C", f"{DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={group}:{artifact}:{version}:{ext}", f"-DoutputDirectory={staging}",
+            "-Dmdep.overWriteReleases=true"]
     try:
-        with urllib.request.urlopen(url + ".sha1", timeout=60) as resp:
-            expected = resp.read().decode().split()[0].strip().lower()
-        part = dest.with_suffix(dest.suffix + ".part")
-        digest = hashlib.sha1()  # noqa: S324 - Maven Central publishes SHA-1 checksums
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
-            while chunk := resp.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-    except OSError as exc:
-        raise StackError(f"could not download {group}:{artifact}:{version} from {url}: {exc}; "
-                         "check that Maven Central is reachable (or set MSA_MAVEN_REPO to a "
-                         "mirror)") from exc
-    if digest.hexdigest() != expected:
-        part.unlink(missing_ok=True)
-        raise StackError(f"{filename}: SHA-1 mismatch (got {digest.hexdigest()}, Maven Central "
-                         f"says {expected}); delete {dest_dir} and retry")
-    part.rename(dest)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
+                              cwd=staging)
+        got = staging / dest.name
+        if done.returncode != 0 or not got.is_file():
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise StackError(f"`mvn` could not fetch {group}:{artifact}:{version}:{ext} "
+                             f"(exit {done.returncode}):\n{tail}\ncheck that Maven's repository "
+                             "is reachable (or configure a mirror in ~/.m2/settings.xml)")
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return dest
