@@ -278,6 +278,7 @@ class SecretsAuth(AuthBase):
         except (UnicodeDecodeError, UnicodeEncodeError):
             pass
         target = urljoin(r.url, location)
+        self._sync_allowlist()  # the policy as it is now, as for a first send
         downgrade = r.url[:6].lower() == "https:" and target[:5].lower() == "http:"
         allowed = not downgrade and self.allows_url(target)
         req = r.request

@@ -178,3 +178,21 @@ def test_a_credential_in_a_framing_or_routing_header_is_never_sent(tmp_path, ser
     refused = [w for w in plugin_warnings(caplog) if "refusing the credential" in w]
     assert len(refused) == 1 and repr(name) in refused[0]
 
+
+
+def test_a_redirect_hop_is_judged_by_the_allowlist_as_it_is_when_the_hop_leaves(tmp_path, serve):
+    env = {}
+    elsewhere = serve()
+
+    def respond(req, n):
+        env["allowed"] = "127.0.0.1:%d" % origin.port  # narrowed while the request was in flight
+        return 307, {"Location": elsewhere.url("localhost") + "/hop"}, b""
+
+    origin = serve(respond)
+    env["allowed"] = "127.0.0.1:%d,localhost:%d" % (origin.port, elsewhere.port)
+    vol = volume(tmp_path, {"header-name": "X-MLflow-Auth", "header-value": CUSTOM})
+    auth = SecretsAuth(FileSource(str(vol.root)), schedule=ManualTimer(),
+                       allowlist_values=lambda: (env["allowed"], None))
+    assert session().get(origin.url(), auth=auth).status_code == 200
+    assert header_values(origin.requests[0]) == [CUSTOM]
+    assert header_values(elsewhere.requests[0]) == []
