@@ -282,11 +282,15 @@ class SecretsAuth(AuthBase):
         downgrade = r.url[:6].lower() == "https:" and target[:5].lower() == "http:"
         allowed = not downgrade and self.allows_url(target)
         req = r.request
+        carried = any(name in req.headers for name in self._names)
         self._strip(req.headers)  # fail closed: whatever their values, they are ours
         header = self._header
         if allowed:
-            if header is not None:
-                req.headers[header[0]] = header[1]  # the current value, never a stale one
+            # The current value, never a stale one; and only on a hop that still carries the
+            # credential: a chain that passed a host not allowed (or requests' own stripping of
+            # Authorization) never gets it back, so such a host cannot aim it elsewhere.
+            if carried and header is not None:
+                req.headers[header[0]] = header[1]
             return
         host, port = host_port_of(target)
         label = "%s:%s" % (host or "?", port)

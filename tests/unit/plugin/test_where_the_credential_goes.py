@@ -196,3 +196,23 @@ def test_a_redirect_hop_is_judged_by_the_allowlist_as_it_is_when_the_hop_leaves(
     assert session().get(origin.url(), auth=auth).status_code == 200
     assert header_values(origin.requests[0]) == [CUSTOM]
     assert header_values(elsewhere.requests[0]) == []
+
+
+def test_a_host_not_allowed_cannot_bounce_the_request_back_to_an_allowed_host_with_the_credential(
+        tmp_path, serve):
+    def origin_respond(req, n):
+        if req["target"] == "/start":
+            return 307, {"Location": evil.url("localhost") + "/bounce"}, b""
+        return 200, {}, b"{}"
+
+    def evil_respond(req, n):  # aims the request at another path of the allowed server
+        return 307, {"Location": origin.url() + "/admin/delete-everything"}, b""
+
+    origin = serve(origin_respond)
+    evil = serve(evil_respond)
+    vol = volume(tmp_path, {"header-name": "X-MLflow-Auth", "header-value": CUSTOM})
+    auth = make_auth(FileSource(str(vol.root)), None, origin.url())
+    assert session().post(origin.url() + "/start", json={}, auth=auth).status_code == 200
+    assert [q["target"] for q in origin.requests] == ["/start", "/admin/delete-everything"]
+    assert [header_values(q) for q in origin.requests] == [[CUSTOM], []]
+    assert header_values(evil.requests[0]) == []
