@@ -114,7 +114,7 @@ def render_crd(crd: dict) -> str:
                       "| --- | --- | --- | --- | --- |"]
             for name, sub in obj["properties"].items():
                 desc = _cell(sub.get("description", ""))
-                extra = _constraints(sub)
+                extra = [c.replace("|", "\\|") for c in _constraints(sub)]  # a pattern's | too
                 if extra:
                     desc = f"{desc} ({'; '.join(extra)})" if desc else "; ".join(extra)
                 default = _code(sub["default"]) if "default" in sub else ""

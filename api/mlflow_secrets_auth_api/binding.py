@@ -7,6 +7,7 @@ message naming the field.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import List, Literal, Optional
 
@@ -35,12 +36,32 @@ MAX_BINDING_NAME = 63           # the name is also the value of LABEL_BINDING (l
 MIN_REFRESH_SECONDS = 5
 HEADER_TOKEN_RE = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"          # RFC 9110 token
 DURATION_RE = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
-HOST_GLOB_RE = r"^[A-Za-z0-9*?.\[\]-]+(:[0-9]{1,5})?$"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+# An allowed-host pattern, as the plugin parses it: a bracketed IPv6 address (matched exactly) or
+# a host name / IPv4 glob with * and ? only; then an optional :port (1-65535).
+HOST_GLOB_RE = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*?-]+)(:" + _PORT + r")?$"
 HTTP_URL_RE = r"^https?://[^\s/?#]+([/?#][^\s]*)?$"
+# The tracking URI: its host becomes the pods' allowlist when allowedHosts is empty, so it must
+# be a literal host (no userinfo, no wildcard), an IPv4 address or a bracketed IPv6 address.
+TRACKING_URI_RE = (r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:" + _PORT
+                   + r")?([/?#][^\s]*)?$")
 HTTPS_URL_RE = r"^https://[^\s/?#]+([/?#][^\s]*)?$"
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+
+# Header names that cannot carry a credential (lower case), checked again by the plugin, whose
+# copy (mlflow_secrets_auth.credentials) a unit test keeps equal to this one, as is the CRD's CEL
+# rule on spec.credential.headerName. Framing: content-length, transfer-encoding; routing: host,
+# forwarded, max-forwards; hop-by-hop / connection management (RFC 9110 7.6.1): connection,
+# keep-alive, proxy-connection, te, trailer, upgrade, http2-settings; message flow: expect; owned
+# by the client's cookie jar: cookie. Prefixes: proxy-* (read by proxies, Proxy-Authorization is
+# sent to the proxy) and x-forwarded-* (routing hints proxies act on).
+FORBIDDEN_HEADER_NAMES = frozenset((
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+    "te", "trailer", "upgrade", "http2-settings", "expect", "max-forwards", "forwarded", "cookie",
+))
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
 
 
 def secret_name_for(binding_name: str) -> str:
@@ -227,6 +248,16 @@ class Credential(_Model):
     username_key: str = Field(default="username", min_length=1)
     password_key: str = Field(default="password", min_length=1)
 
+    @field_validator("header_name")
+    @classmethod
+    def _routable(cls, name: Optional[str]) -> Optional[str]:
+        lower = (name or "").lower()
+        if lower in FORBIDDEN_HEADER_NAMES or lower.startswith(FORBIDDEN_HEADER_PREFIXES):
+            raise ValueError(f"spec.credential.headerName: {name!r} frames, routes or manages "
+                             f"the request and cannot carry a credential; use a custom header "
+                             f"such as X-MLflow-Auth")
+        return name
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.type == "header" and not self.header_name:
@@ -285,7 +316,7 @@ class BindingSpec(_Model):
     provider: Provider
     credential: Credential = Credential()
     exchange: Optional[Exchange] = None
-    tracking_uri: Optional[str] = Field(default=None, pattern=HTTP_URL_RE)
+    tracking_uri: Optional[str] = Field(default=None, pattern=TRACKING_URI_RE, max_length=2048)
     allowed_hosts: List[str] = Field(default_factory=list, max_length=64)
     refresh: Refresh = Refresh()
     allowed_service_accounts: List[str] = Field(default_factory=list, max_length=64)
@@ -294,9 +325,11 @@ class BindingSpec(_Model):
     @classmethod
     def _hosts(cls, hosts: List[str]) -> List[str]:
         for host in hosts:
-            if not re.fullmatch(HOST_GLOB_RE, host):
+            bracketed = re.fullmatch(r"\[([^\]]*)\](:[0-9]+)?", host)
+            if not re.fullmatch(HOST_GLOB_RE, host) or (bracketed and not _is_ip6(bracketed[1])):
                 raise ValueError(f"spec.allowedHosts: {host!r} is not a host glob like "
-                                 f"mlflow.example.com, *.internal or mlflow:5000")
+                                 f"mlflow.example.com, *.internal or mlflow:5000, nor a bracketed "
+                                 f"IPv6 address like [fd00::1]:5000")
         return hosts
 
     @field_validator("allowed_service_accounts")
@@ -379,6 +412,14 @@ class MlflowAuthBinding(_Lenient):
     @property
     def secret_name(self) -> str:
         return secret_name_for(self.metadata.name)
+
+
+def _is_ip6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _which(model: BaseModel) -> str:

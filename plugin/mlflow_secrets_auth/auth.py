@@ -13,11 +13,19 @@ thread does not survive a fork).
 Safety rules, each with its own code path:
 
 - the credential goes only to an allowed ``host:port`` (fail closed, one WARNING per refused
-  host naming ``MLFLOW_SECRETS_ALLOWED_HOSTS``, never the value);
-- a redirect to a host outside the allowlist loses our header before ``requests`` follows it
-  (``requests`` strips ``Authorization`` across hosts, but not a custom header);
-- on 401/403 the source is re-read once and, if it holds a different credential, the request is
-  re-sent through the same adapter with the original ``verify``/``cert``/``timeout``/``proxies``.
+  host naming ``MLFLOW_SECRETS_ALLOWED_HOSTS``, never the value); malformed patterns allow
+  nothing and are logged once;
+- a credential whose header would frame or route the request, or whose value holds a control
+  or non-Latin-1 character, is refused when it is loaded (``credentials._check_header``), so the
+  hot path never checks it;
+- each redirect hop first loses every header name a credential of this process has used, then
+  gets the current value only if its target is allowed and the hop is no https -> http downgrade
+  (``requests`` strips ``Authorization`` across hosts, but not a custom header, and keeps any
+  header on a downgrade to an allowed host);
+- on 401/403 the source is re-read once and, if it holds a different credential and the URL is
+  still allowed, the same request object is updated in place and re-sent through the same adapter
+  with the original ``verify``/``cert``/``timeout``/``proxies``; a redirect of that answer is
+  guarded like any other hop (``requests`` copies that object for it, so no old value survives).
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from typing import Callable, Optional, Set
 
 from requests.auth import AuthBase
 
-from .allowlist import ALLOWED_HOSTS_ENV, TRACKING_URI_ENV, Allowlist, host_port_of
+from .allowlist import (ALLOWED_HOSTS_ENV, HOW_TO_WRITE, TRACKING_URI_ENV, Allowlist,
+                        host_port_of)
 from .credentials import Credential, CredentialError
 from .sources import UNCHANGED
 
@@ -90,6 +99,9 @@ class SecretsAuth(AuthBase):
         self._cred: Optional[Credential] = None
         # (name, value) read by __call__ in one attribute load, so a concurrent swap is atomic
         self._header: Optional[tuple] = None
+        # Every header name a credential of this process has used: a redirect or a re-send
+        # removes all of them, so a name that rotated away cannot travel with its old value.
+        self._names: tuple = ()
         self._ok: tuple = ()  # "scheme://netloc/" prefixes found allowed (a str.startswith arg)
         self._warned_hosts: Set[str] = set()
         self._warned_errors: Set[str] = set()
@@ -154,6 +166,8 @@ class SecretsAuth(AuthBase):
                 self._warned_errors.clear()
                 changed = not result.same_header(self._cred)
                 self._cred = result
+                if result.header_name not in self._names:
+                    self._names = self._names + (result.header_name,)
                 self._header = (result.header_name, result.header_value)
                 if changed:
                     logger.debug("credential loaded from %s", self._source.describe())
@@ -196,6 +210,15 @@ class SecretsAuth(AuthBase):
         self._allowlist = Allowlist.from_values(*key)
         self._ok = ()
         self._warned_hosts = set()
+        for pattern, reason in self._allowlist.invalid:
+            logger.warning(
+                "mlflow_secrets_auth: ignoring the allowed-host pattern %r in %s: %s. It allows "
+                "no host; %s",
+                pattern,
+                ALLOWED_HOSTS_ENV,
+                reason,
+                HOW_TO_WRITE,
+            )
         return True
 
     def allows_url(self, url: str) -> bool:
@@ -225,6 +248,10 @@ class SecretsAuth(AuthBase):
         return False
 
     # ---- responses ------------------------------------------------------------------------
+    # Every request that leaves with our credential goes through one of three doors: __call__
+    # (the first send), _retry_after_refusal (the re-send) and _guard_redirect (each redirect
+    # hop, which requests builds by copying the request it answers). The last two strip every
+    # credential header we have ever set and add the current one only where __call__ would.
     def _on_response(self, r, **kwargs):
         code = r.status_code
         if code in _REDIRECT_CODES:
@@ -233,8 +260,14 @@ class SecretsAuth(AuthBase):
             return self._retry_after_refusal(r, kwargs)
         return r
 
+    def _strip(self, headers) -> None:
+        for name in self._names:
+            if name in headers:  # requests' headers: case-insensitive
+                del headers[name]
+
     def _guard_redirect(self, r) -> None:
-        """Drop our header from the request ``requests`` is about to copy for the redirect."""
+        """Set up the request ``requests`` is about to copy for the redirect: the current
+        credential if the target is allowed and the hop is no https -> http downgrade, else none."""
         location = r.headers.get("location")
         if not location:
             return
@@ -245,13 +278,33 @@ class SecretsAuth(AuthBase):
         except (UnicodeDecodeError, UnicodeEncodeError):
             pass
         target = urljoin(r.url, location)
-        if self.allows_url(target):
-            return
+        self._sync_allowlist()  # the policy as it is now, as for a first send
+        downgrade = r.url[:6].lower() == "https:" and target[:5].lower() == "http:"
+        allowed = not downgrade and self.allows_url(target)
+        req = r.request
+        carried = any(name in req.headers for name in self._names)
+        self._strip(req.headers)  # fail closed: whatever their values, they are ours
         header = self._header
-        if header is not None and header[0] in r.request.headers:
-            del r.request.headers[header[0]]  # fail closed: whatever its value, it is ours
+        if allowed:
+            # The current value, never a stale one; and only on a hop that still carries the
+            # credential: a chain that passed a host not allowed (or requests' own stripping of
+            # Authorization) never gets it back, so such a host cannot aim it elsewhere.
+            if carried and header is not None:
+                req.headers[header[0]] = header[1]
+            return
         host, port = host_port_of(target)
         label = "%s:%s" % (host or "?", port)
+        if downgrade:
+            key = "downgrade " + label
+            if key not in self._warned_hosts:
+                self._warned_hosts.add(key)
+                logger.warning(
+                    "mlflow_secrets_auth: following a redirect from https to http (%s) without "
+                    "the credential: it would travel unencrypted. Point %s at the https URL",
+                    label,
+                    TRACKING_URI_ENV,
+                )
+            return
         if label not in self._warned_hosts:
             self._warned_hosts.add(label)
             logger.warning(
@@ -277,28 +330,36 @@ class SecretsAuth(AuthBase):
         if new is None or new == sent:
             logger.debug("HTTP %s and the credential did not change; not re-sending", r.status_code)
             return r
+        if not self.allows_url(req.url):  # the allowlist moved since the first send
+            self._admit(req.url)  # logs why
+            return r
         # Release the connection so the re-send can reuse it (as requests' HTTPDigestAuth does).
         r.content  # noqa: B018
         r.close()
-        prep = req.copy()
-        prep._mlflow_secrets_auth_retried = True
-        if new[0] != sent[0] and sent[0] in prep.headers:
-            del prep.headers[sent[0]]
-        prep.headers[new[0]] = new[1]
+        # The re-send is the same request object, updated in place: requests follows a redirect
+        # of the answer by copying the request it passed to the adapter (this one), so no copy
+        # with the old value survives to be sent on.
+        req._mlflow_secrets_auth_retried = True
+        self._strip(req.headers)
+        req.headers[new[0]] = new[1]
         try:
             from requests.cookies import extract_cookies_to_jar
 
-            extract_cookies_to_jar(prep._cookies, req, r.raw)
-            prep.prepare_cookies(prep._cookies)
+            extract_cookies_to_jar(req._cookies, req, r.raw)
+            req.prepare_cookies(req._cookies)
         except Exception:  # cookies are a nicety here, never a reason to fail
             pass
         logger.info(
             "mlflow_secrets_auth: HTTP %s with a credential that has since rotated; re-sent once",
             r.status_code,
         )
-        new_r = r.connection.send(prep, **send_kwargs)
+        new_r = r.connection.send(req, **send_kwargs)
         new_r.history.append(r)
-        new_r.request = prep
+        new_r.request = req
+        # requests dispatches no hooks for a response its adapter returned to a hook: guard the
+        # re-send's redirect here, before requests copies the request for the next hop.
+        if new_r.status_code in _REDIRECT_CODES:
+            self._guard_redirect(new_r)
         return new_r
 
     # ---- introspection (CLI, tests) -------------------------------------------------------

@@ -18,7 +18,8 @@ import time
 from typing import List, Mapping, Optional, TextIO
 
 from . import DEFAULT_DIR, DIR_ENV, NAME, __version__, resolve_mode
-from .allowlist import ALLOWED_HOSTS_ENV, TRACKING_URI_ENV, Allowlist, host_port_of
+from .allowlist import (ALLOWED_HOSTS_ENV, HOW_TO_WRITE, TRACKING_URI_ENV, Allowlist,
+                        host_port_of)
 from .credentials import CONTRACT_FILES, Credential, CredentialError, snapshot_dir
 
 SEARCH_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -110,6 +111,9 @@ def _check_selection(env: Mapping[str, str], report: Report) -> None:
 
 def _check_allowlist(env: Mapping[str, str], report: Report) -> Allowlist:
     allow = Allowlist.from_values(env.get(ALLOWED_HOSTS_ENV), env.get(TRACKING_URI_ENV))
+    for pattern, reason in allow.invalid:
+        report.fail("the allowed-host pattern %r in %s is ignored: %s" % (
+            pattern, ALLOWED_HOSTS_ENV, reason), HOW_TO_WRITE)
     uri = env.get(TRACKING_URI_ENV)
     if not uri:
         report.warn("%s is unset" % TRACKING_URI_ENV,

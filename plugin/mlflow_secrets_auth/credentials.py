@@ -88,14 +88,53 @@ def basic_value(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+#: RFC 9110 field-name (a token), matched against the whole name.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: A field value we send: printable ASCII, space, and Latin-1 letters; no C0/C1 control
+#: character (line breaks, NUL, tab, DEL) and nothing http.client cannot encode as Latin-1.
+_VALUE = re.compile(r"[\x20-\x7e\xa0-\xff]+")
+
+#: Header names that cannot carry a credential, lower case; keep equal to
+#: ``mlflow_secrets_auth_api.FORBIDDEN_HEADER_NAMES`` (a unit test compares them, and the CRD).
+#: Framing: content-length, transfer-encoding (request smuggling); routing: host, forwarded,
+#: max-forwards; hop-by-hop and connection management (RFC 9110 7.6.1): connection, keep-alive,
+#: proxy-connection, te, trailer, upgrade, http2-settings; message flow: expect; owned by the
+#: HTTP client's cookie jar: cookie.
+FORBIDDEN_HEADER_NAMES = frozenset((
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+    "te", "trailer", "upgrade", "http2-settings", "expect", "max-forwards", "forwarded", "cookie",
+))
+#: Prefixes of the same kind: proxy-* (Proxy-Authorization goes to the proxy, not the server;
+#: the rest talks to proxies) and x-forwarded-* (routing hints that proxies act on).
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
+
+
+def header_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` cannot carry a credential, or None when it can."""
+    if not _TOKEN.fullmatch(name):
+        return "is not a valid HTTP header name (letters, digits and !#$%&'*+.^_`|~- only)"
+    lower = name.lower()
+    if lower in FORBIDDEN_HEADER_NAMES or lower.startswith(FORBIDDEN_HEADER_PREFIXES):
+        return ("frames, routes or manages the request (%s and %s are refused), so it cannot "
+                "carry a credential; use Authorization or a custom header such as X-MLflow-Auth"
+                % (", ".join(sorted(FORBIDDEN_HEADER_NAMES)),
+                   ", ".join(p + "*" for p in FORBIDDEN_HEADER_PREFIXES)))
+    return None
+
+
 def _check_header(name: str, value: str, origin: str) -> None:
-    if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name):
+    """Refuse a header that could change how the request is framed or routed (names the header,
+    never the value)."""
+    problem = header_name_problem(name)
+    if problem:
         raise CredentialError(
-            "%s: header-name %r is not a valid HTTP header name" % (origin, name)
+            "%s: refusing the credential: the header name %r %s" % (origin, name, problem)
         )
-    if "\n" in value or "\r" in value or "\0" in value:
+    if not _VALUE.fullmatch(value):
         raise CredentialError(
-            "%s: the header value contains a line break or NUL; fix the secret's value" % origin
+            "%s: refusing the credential: the value for the %s header is empty or contains a "
+            "control character (line break, NUL, tab, DEL) or a character outside Latin-1; fix "
+            "the secret's value" % (origin, name)
         )
 
 

@@ -109,3 +109,26 @@ def test_webhook_logs_are_json_without_secret_values(ready_binding, webhook, ope
     assert any(r.get("message") == "pod injected" and r.get("namespace") == namespace for r in records)
     logs = webhook.logs()
     assert [v for v in operator.secret_values if v and v in logs] == []
+
+
+# ---- issue 11: the allowlist is pinned; a container's own credential dir agrees or is denied ---
+def test_without_allowed_hosts_the_pods_allowlist_is_pinned_to_the_tracking_uri(
+        webhook, openbao, operator, kube_api, namespace):
+    vault_binding(openbao, operator, kube_api, namespace, "mlflow",
+                  {"token": "tok-" + secrets.token_hex(12)}, trackingUri="http://127.0.0.1:5000/")
+    env = env_of(create_pod(kube_api, namespace, "pinned")["spec"]["containers"][0])
+    assert env["MLFLOW_SECRETS_ALLOWED_HOSTS"] == "127.0.0.1:5000"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000/"
+
+
+@pytest.mark.parametrize("entry,words", [
+    ({"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, "from valueFrom"),
+    ({"value": "creds"}, "not a normalized absolute path"),
+    ({"value": "/mlflow-secrets-auth/creds"}, "collides with the plugin's mount"),
+])
+def test_a_container_credential_dir_the_mount_cannot_agree_with_is_denied(
+        ready_binding, kube_api, namespace, entry, words):
+    containers = [{"name": "app", "image": "python:3.11-slim", "command": ["true"],
+                   "env": [{"name": "MLFLOW_SECRETS_AUTH_DIR", **entry}]}]
+    message = denial_for(kube_api, namespace, "own-dir", containers=containers)
+    assert words in message and "container 'app' sets MLFLOW_SECRETS_AUTH_DIR" in message

@@ -54,11 +54,20 @@ QUOTED = {
                 "already defines volume", "already has an init container named",
                 "already mounts something at", "could not list MlflowAuthBindings",
                 "the pod could not be read", "is not Ready",
-                "request.object is missing: nothing to admit", "the request names no namespace"],
+                "request.object is missing: nothing to admit", "the request names no namespace",
+                "from valueFrom, so the webhook cannot know where to mount the credential",
+                "to an empty value", "which is not a normalized absolute path other than /",
+                "which the kubelet would expand", "which collides with the plugin's mount at"],
     "plugin/mlflow_secrets_auth": ["host not allowed", "following a redirect to",
                                    "the credential directory", "has no credential: expected",
                                    "and has not been rotated", "has since rotated; re-sent once",
-                                   "keeping the last good one"],
+                                   "keeping the last good one",
+                                   "following a redirect from https to http",
+                                   "ignoring the allowed-host pattern",
+                                   "refusing the credential: the header name",
+                                   "frames, routes or manages the request",
+                                   "is not a valid HTTP header name",
+                                   "header is empty or contains a control character"],
 }
 
 

@@ -5,13 +5,16 @@ a projected volume by name.
 """
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from jsonpointer import escape
 
 from mlflow_secrets_auth_api import ANNOTATION_INJECTED, MlflowAuthBinding, secret_name_for
 
-from .settings import PAYLOAD_DIR, PLUGIN_DIR, Settings
+from .settings import DEFAULT_CREDENTIAL_DIR, PAYLOAD_DIR, PLUGIN_DIR, Settings
 
 INIT_CONTAINER_NAME = "mlflow-secrets-auth-init"
 PLUGIN_VOLUME = "mlflow-secrets-auth-plugin"
@@ -34,15 +37,97 @@ def credential_secret_name(binding: MlflowAuthBinding) -> str:
     return binding.status.secret_name or secret_name_for(binding.metadata.name)
 
 
-def credential_dir_for(container: Dict[str, Any], settings: Settings) -> str:
-    """Where the credential is mounted: the container's own absolute MLFLOW_SECRETS_AUTH_DIR, if it
-    sets one, so that its choice is honoured rather than silently pointing at an empty path."""
+DIR_ENV = "MLFLOW_SECRETS_AUTH_DIR"
+_LITERAL_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _last_env(container: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
+    """The entry that wins: with a name given twice, the kubelet uses the last one."""
+    found = None
     for env in container.get("env") or []:
-        value = env.get("value")
-        if env.get("name") == "MLFLOW_SECRETS_AUTH_DIR" and isinstance(value, str) \
-                and value.startswith("/") and value.rstrip("/"):
-            return value.rstrip("/")
+        if env.get("name") == name:
+            found = env
+    return found
+
+
+def credential_dir_problem(container: Dict[str, Any]) -> Optional[str]:
+    """Why the container's own MLFLOW_SECRETS_AUTH_DIR cannot be where the credential is mounted.
+
+    The webhook mounts the credential at the path the container names, so that the env and the
+    mount agree; a path it cannot know at admission (valueFrom, $(VAR) expansion), an empty,
+    relative or unnormalized path, or one that overlaps the plugin's own mount is refused rather
+    than reconciled by overriding the container's env.
+    """
+    env = _last_env(container, DIR_ENV)
+    if env is None:
+        return None
+    who = f"container {container.get('name')!r} sets {DIR_ENV}"
+    fix = (f"set it to a plain absolute path such as {DEFAULT_CREDENTIAL_DIR}, or remove it to "
+           f"get that default")
+    if env.get("valueFrom") is not None:
+        return (f"{who} from valueFrom, so the webhook cannot know where to mount the credential "
+                f"and the env and the mount would disagree; {fix}")
+    value = env.get("value")
+    if not isinstance(value, str) or not value:
+        return f"{who} to an empty value; {fix}"
+    if "$" in value:
+        return (f"{who} to {value!r}, which the kubelet would expand ($(VAR)) after the webhook "
+                f"has chosen the mount path; {fix}")
+    path = value.rstrip("/")
+    if not value.startswith("/") or not path \
+            or any(part in ("", ".", "..") for part in path.split("/")[1:]):
+        return f"{who} to {value!r}, which is not a normalized absolute path other than /; {fix}"
+    if path == PLUGIN_DIR or path.startswith(PLUGIN_DIR + "/") or PLUGIN_DIR.startswith(path + "/"):
+        return (f"{who} to {value!r}, which collides with the plugin's mount at {PLUGIN_DIR}; "
+                f"{fix}")
+    return None
+
+
+def credential_dir_for(container: Dict[str, Any], settings: Settings) -> str:
+    """Where the credential is mounted: the container's own MLFLOW_SECRETS_AUTH_DIR when it sets
+    one (admission first refuses one it cannot honour, see ``credential_dir_problem``), so that
+    its choice is honoured rather than silently pointing at an empty path."""
+    env = _last_env(container, DIR_ENV)
+    value = (env or {}).get("value")
+    if env is not None and env.get("valueFrom") is None and isinstance(value, str) \
+            and value.startswith("/") and value.rstrip("/"):
+        return value.rstrip("/")
     return settings.credential_dir
+
+
+def host_pattern(uri: str) -> str:
+    """``host:port`` of an http(s) URI as an allowlist pattern that matches only that host: the
+    port is the URI's, else its scheme's default; an IPv6 address is bracketed. ``ValueError``
+    when the host is not a literal name or address (a wildcard in it would be read as a glob)."""
+    parts = urlsplit(uri)
+    host, port = parts.hostname or "", parts.port  # .port raises ValueError when out of range
+    if parts.scheme not in ("http", "https") or not host or parts.username is not None:
+        raise ValueError(f"{uri!r} is not an http(s) URI with a host and no user info")
+    port = port or (443 if parts.scheme == "https" else 80)
+    if ":" in host:
+        return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
+    if not _LITERAL_HOST.fullmatch(host):
+        raise ValueError(f"the host of {uri!r} is not a literal host name or address")
+    return f"{host.lower()}:{port}"
+
+
+def allowed_hosts_for(binding: MlflowAuthBinding, container: Dict[str, Any]) -> Optional[str]:
+    """The container's MLFLOW_SECRETS_ALLOWED_HOSTS: the binding's allowedHosts; without them,
+    pinned to the host and port of the binding's trackingUri, else of the container's own plain
+    MLFLOW_TRACKING_URI. Pinned at admission so that ``mlflow.set_tracking_uri()`` at run time
+    cannot move the credential to another server. None when there is nothing to pin to."""
+    if binding.spec.allowed_hosts:
+        return ",".join(binding.spec.allowed_hosts)
+    uri = binding.spec.tracking_uri
+    if not uri:
+        own = _last_env(container, "MLFLOW_TRACKING_URI") or {}
+        uri = own.get("value") if own.get("valueFrom") is None else None
+    if not uri:
+        return None
+    try:
+        return host_pattern(uri)
+    except ValueError:
+        return None
 
 
 def conflicts(pod: Dict[str, Any], settings: Settings) -> Optional[str]:
@@ -57,6 +142,9 @@ def conflicts(pod: Dict[str, Any], settings: Settings) -> Optional[str]:
         if c.get("name") == INIT_CONTAINER_NAME:
             return f"the pod already has an init container named {INIT_CONTAINER_NAME!r}"
     for c in spec.get("containers") or []:
+        problem = credential_dir_problem(c)
+        if problem:
+            return problem
         paths = {m.get("mountPath", "").rstrip("/") for m in c.get("volumeMounts") or []}
         for path in (PLUGIN_DIR, credential_dir_for(c, settings)):
             if path in paths:
@@ -97,15 +185,18 @@ def volumes(binding: MlflowAuthBinding) -> List[Dict[str, Any]]:
     ]
 
 
-def contract_env(binding: MlflowAuthBinding, credential_dir: str) -> List[Dict[str, str]]:
-    """The pod contract's env (docs/architecture.md), except PYTHONPATH (extended separately)."""
+def contract_env(binding: MlflowAuthBinding, credential_dir: str,
+                 allowed_hosts: Optional[str] = None) -> List[Dict[str, str]]:
+    """The pod contract's env (docs/architecture.md), except PYTHONPATH (extended separately).
+    ``allowed_hosts``: see ``allowed_hosts_for`` (the binding's list when not given)."""
     env = [
         {"name": "MLFLOW_TRACKING_AUTH", "value": AUTH_PROVIDER_NAME},
-        {"name": "MLFLOW_SECRETS_AUTH_DIR", "value": credential_dir},
+        {"name": DIR_ENV, "value": credential_dir},
     ]
-    if binding.spec.allowed_hosts:
-        env.append({"name": "MLFLOW_SECRETS_ALLOWED_HOSTS",
-                    "value": ",".join(binding.spec.allowed_hosts)})
+    if allowed_hosts is None and binding.spec.allowed_hosts:
+        allowed_hosts = ",".join(binding.spec.allowed_hosts)
+    if allowed_hosts:
+        env.append({"name": "MLFLOW_SECRETS_ALLOWED_HOSTS", "value": allowed_hosts})
     if binding.spec.tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": binding.spec.tracking_uri})
     return env
@@ -126,7 +217,8 @@ def _container_patch(base: str, container: Dict[str, Any], binding: MlflowAuthBi
 
     existing = container.get("env") or []
     names = {e.get("name") for e in existing}
-    new = [e for e in contract_env(binding, credential_dir) if e["name"] not in names]
+    wanted = contract_env(binding, credential_dir, allowed_hosts_for(binding, container))
+    new = [e for e in wanted if e["name"] not in names]
 
     # PYTHONPATH: extend in place when the container gives a plain value; when it comes from
     # valueFrom or may come from envFrom, define it again after, as "$(PYTHONPATH):<plugin>"

@@ -167,4 +167,23 @@ INVALID: Dict[str, Invalid] = {
                                                  ["Trainer!"]), "allowedServiceAccounts"),
     "unknown-field": Invalid(_with(VAULT_TOKEN, "credentials", {"type": "bearer"}), "credentials"),
     "name-too-long": Invalid(VAULT_TOKEN, "metadata.name", name="b" * 64),
+    # issue 11: what the plugin would refuse is refused at apply
+    "header-name-host": Invalid(_with(VAULT_TOKEN, "credential",
+                                      {"type": "header", "headerName": "Host"}), "headerName"),
+    "header-name-transfer-encoding": Invalid(
+        _with(VAULT_TOKEN, "credential", {"type": "header", "headerName": "transfer-encoding"}),
+        "headerName"),
+    "header-name-proxy-authorization": Invalid(
+        _with(VAULT_TOKEN, "credential", {"type": "header", "headerName": "Proxy-Authorization"}),
+        "headerName"),
+    "allowed-host-bracketed-glob": Invalid(_with(VAULT_TOKEN, "allowedHosts", ["[*]:5000"]),
+                                           "allowedHosts"),
+    "allowed-host-character-class": Invalid(_with(VAULT_TOKEN, "allowedHosts",
+                                                  ["mlflow-[ab].internal"]), "allowedHosts"),
+    "allowed-host-port-out-of-range": Invalid(_with(VAULT_TOKEN, "allowedHosts", ["mlflow:70000"]),
+                                              "allowedHosts"),
+    "tracking-uri-with-user-info": Invalid(
+        _with(VAULT_TOKEN, "trackingUri", "http://mlflow.example.com@evil.example/"), "trackingUri"),
+    "tracking-uri-wildcard-host": Invalid(_with(VAULT_TOKEN, "trackingUri", "http://*:5000"),
+                                          "trackingUri"),
 }

@@ -133,3 +133,55 @@ def test_crd_validation_messages_name_a_field(crd):
     assert len(messages) >= 8
     for message in messages:
         assert re.search(r"(spec\.|metadata\.)\w+", message), message
+
+
+# ---- issue 11: the CRD, the model and the plugin agree on headers and hosts --------------------
+def _node(crd, *path):
+    node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for key in path:
+        node = node["items"] if key == "[]" else node["properties"][key]
+    return node
+
+
+def test_the_plugin_the_model_and_the_crd_refuse_the_same_header_names(crd):
+    from mlflow_secrets_auth.credentials import FORBIDDEN_HEADER_NAMES, FORBIDDEN_HEADER_PREFIXES
+    from mlflow_secrets_auth_api import binding
+
+    assert FORBIDDEN_HEADER_NAMES == binding.FORBIDDEN_HEADER_NAMES
+    assert FORBIDDEN_HEADER_PREFIXES == binding.FORBIDDEN_HEADER_PREFIXES
+    rule = _node(crd, "spec", "credential", "headerName")["x-kubernetes-validations"][0]["rule"]
+    assert set(re.findall(r"'([a-z0-9-]+)'", rule.split("]")[0])) == set(FORBIDDEN_HEADER_NAMES)
+    assert [p for p in FORBIDDEN_HEADER_PREFIXES if f"startsWith('{p}')" in rule] == \
+        list(FORBIDDEN_HEADER_PREFIXES)
+
+
+def test_the_crd_host_and_tracking_uri_patterns_are_the_models(crd):
+    from mlflow_secrets_auth_api import binding
+
+    assert _node(crd, "spec", "allowedHosts", "[]")["pattern"] == binding.HOST_GLOB_RE
+    assert _node(crd, "spec", "trackingUri")["pattern"] == binding.TRACKING_URI_RE
+
+
+@pytest.mark.parametrize("hosts", [["[fd00::1]:5000", "[::1]"], ["10.0.0.*:65535", "mlflow_1"]])
+def test_ipv6_literals_and_globs_are_accepted_by_the_crd_and_the_model(hosts, schema):
+    body = _binding({**VALID["vault-token-bearer"], "allowedHosts": hosts})
+    jsonschema.validate(body, schema)
+    assert MlflowAuthBinding.model_validate(body).spec.allowed_hosts == hosts
+
+
+@pytest.mark.parametrize("host", ["[*]", "[*.example.com]:443", "mlflow-[ab]", "mlflow:0",
+                                  "mlflow:65536", "[1.2.3.4]"])
+def test_host_patterns_the_plugin_would_ignore_are_refused_by_the_crd_or_the_model(host, schema):
+    body = _binding({**VALID["vault-token-bearer"], "allowedHosts": [host]})
+    with pytest.raises((jsonschema.ValidationError, pydantic.ValidationError)):
+        jsonschema.validate(body, schema)
+        MlflowAuthBinding.model_validate(body)
+
+
+@pytest.mark.parametrize("host", ["mlflow.example.com", "*.internal:5000", "[fd00::1]:5000"])
+def test_every_host_pattern_the_model_accepts_the_plugin_parses(host):
+    from mlflow_secrets_auth.allowlist import parse_pattern
+
+    body = _binding({**VALID["vault-token-bearer"], "allowedHosts": [host]})
+    MlflowAuthBinding.model_validate(body)
+    parse_pattern(host)

@@ -1,6 +1,6 @@
 import pytest
 
-from mlflow_secrets_auth.allowlist import Allowlist, host_port_of
+from mlflow_secrets_auth.allowlist import Allowlist, host_port_of, parse_pattern
 
 
 def allows(allowed, url, tracking=None):
@@ -18,8 +18,11 @@ def allows(allowed, url, tracking=None):
     ("mlflow:80", "http://mlflow/api"),
     ("a.example, b.example", "http://b.example/"),
     ("[::1]:5000", "http://[::1]:5000/"),
-    ("https://mlflow.example.com/", "https://mlflow.example.com/x"),
     ("*", "http://anything:1/"),
+    ("[0:0::1]", "http://[::1]:8080/"),
+    ("[FD00::A]:5000", "http://[fd00:0::a]:5000/"),
+    ("10.0.0.*:5000", "http://10.0.0.7:5000/"),
+    ("mlflow_1.local", "http://mlflow_1.local/"),
 ])
 def test_hosts_matching_a_pattern_are_allowed(allowed, url):
     assert allows(allowed, url)
@@ -60,3 +63,57 @@ def test_the_description_names_the_variable_to_change():
     assert "MLFLOW_SECRETS_ALLOWED_HOSTS is unset" in Allowlist.from_values(
         None, "http://m:5000").describe()
     assert Allowlist.from_values("a,b:1", None).describe() == "MLFLOW_SECRETS_ALLOWED_HOSTS=a,b:1"
+
+
+# ---- strict parsing (issue 11): a malformed pattern allows nothing and says why ----------------
+@pytest.mark.parametrize("pattern,reason", [
+    ("[*]", "bracketed IPv6"),
+    ("[*]:5000", "bracketed IPv6"),
+    ("[*.example.com]", "bracketed IPv6"),
+    ("[a-z]*", "bracketed IPv6"),
+    ("[::1", "bracketed IPv6"),
+    ("[::1]x", "bracketed IPv6"),
+    ("[1.2.3.4]", "not an IPv6 address"),
+    ("[fe80::1%eth0]", "bracketed IPv6"),
+    ("[::1]:0", "between 1 and 65535"),
+    ("mlflow-[ab].internal", "character classes"),
+    ("https://mlflow.example.com/", "a URL"),
+    ("user@mlflow.example.com", "only letters"),
+    ("mlflow.example.com/api", "only letters"),
+    ("mlflow:*", "only letters"),
+    ("mlflow:70000", "between 1 and 65535"),
+    ("::1", "only letters"),
+    ("mlflow:5000:1", "only letters"),
+])
+def test_a_malformed_pattern_is_refused_with_the_reason_and_allows_no_host(pattern, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_pattern(pattern)
+    allowlist = Allowlist.from_values(pattern, "http://127.0.0.1:5000")
+    assert allowlist.patterns == [] and allowlist.invalid[0][0] == pattern
+    for url in ("http://127.0.0.1:5000/", "http://evil.example:5000/", "http://[::1]:5000/",
+                "https://mlflow.example.com/", "http://a:80/"):
+        assert not allows(pattern, url, "http://127.0.0.1:5000"), url
+
+
+def test_a_malformed_pattern_does_not_disable_the_valid_ones():
+    allowlist = Allowlist.from_values("a.example, [*], b.example:5000", None)
+    assert [p[1] for p in allowlist.patterns] == ["a.example", "b.example"]
+    assert allows("a.example, [*]", "http://a.example/")
+    assert not allows("a.example, [*]", "http://evil.example/")
+    assert "ignored as malformed: [*]" in allowlist.describe()
+
+
+def test_an_ipv6_pattern_is_exact_never_a_glob():
+    assert not allows("[::1]", "http://[::2]/")
+    assert not allows("[fd00::1]", "http://fd00.evil/")
+
+
+def test_a_tracking_uri_host_is_matched_literally_not_as_a_glob():
+    assert not allows(None, "http://evil.example:5000/", "http://*:5000")
+    assert not allows(None, "http://mlflowx:5000/", "http://mlflow?:5000")
+    assert allows(None, "http://[::1]:5000/", "http://[0::1]:5000")
+
+
+def test_urls_the_standard_parser_cannot_split_are_refused_not_raised():
+    assert host_port_of("http://[::1/x") == ("", 0)
+    assert not allows("*", "http://[::1/x")

@@ -69,6 +69,14 @@ def test_doctor_flags_a_tracking_server_outside_the_allowlist(tmp_path):
     assert code == 1 and "add mlflow:5000 to MLFLOW_SECRETS_ALLOWED_HOSTS" in text
 
 
+def test_doctor_flags_a_malformed_allowlist_pattern_with_how_to_write_it(tmp_path):
+    env = pod_env(tmp_path, "http://mlflow:5000", MLFLOW_SECRETS_ALLOWED_HOSTS="mlflow:5000,[*]")
+    code, text = run(["doctor"], env)
+    assert code == 1 and "the allowed-host pattern '[*]' in MLFLOW_SECRETS_ALLOWED_HOSTS is " \
+                         "ignored" in text
+    assert "bracketed IPv6 address" in text and "the tracking server mlflow:5000 is allowed" in text
+
+
 def test_doctor_flags_an_expired_credential(tmp_path):
     env = pod_env(tmp_path, "http://mlflow:5000")
     ProjectedVolume(tmp_path / "creds").write({"token": TOKEN, "expires-at": "2001-01-01T00:00:00Z"})

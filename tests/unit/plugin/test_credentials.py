@@ -147,3 +147,54 @@ def test_bearer_mode_on_a_username_password_secret_says_to_switch_modes():
 def test_an_unknown_auth_mode_is_refused():
     with pytest.raises(CredentialError, match="AUTH_MODE"):
         from_secret_content(TOKEN, "digest")
+
+
+# ---- headers that frame or route the request, and values HTTP cannot carry (issue 11) ---------
+FRAMING_OR_ROUTING = ["Host", "content-length", "Transfer-Encoding", "Connection", "Keep-Alive",
+                      "Proxy-Connection", "TE", "Trailer", "Upgrade", "HTTP2-Settings", "Expect",
+                      "Max-Forwards", "Forwarded", "Cookie", "Proxy-Authorization",
+                      "Proxy-Anything", "X-Forwarded-For", "X-Forwarded-Host"]
+
+
+@pytest.mark.parametrize("name", FRAMING_OR_ROUTING)
+def test_a_header_name_that_frames_or_routes_the_request_is_refused_naming_it(tmp_path, name):
+    with pytest.raises(CredentialError) as err:
+        read_directory(write(tmp_path, header_name=name, header_value=CUSTOM))
+    assert repr(name) in str(err.value) and "frames, routes" in str(err.value)
+    assert CUSTOM not in str(err.value)
+
+
+@pytest.mark.parametrize("name", FRAMING_OR_ROUTING)
+def test_direct_mode_refuses_the_same_header_names(name):
+    with pytest.raises(CredentialError, match="frames, routes"):
+        from_secret_content(TOKEN, "bearer", header_name=name, origin="vault")
+
+
+@pytest.mark.parametrize("name", ["X-Auth\n", "X-Auth\r\n", "X-Auth:", " X-Auth", "X-\u00c4uth", "X A"])
+def test_a_header_name_is_matched_whole_against_the_token_grammar(name):
+    # re.match(...$) accepted "X-Auth\n": $ also matches before a final newline
+    with pytest.raises(CredentialError, match="not a valid HTTP header name"):
+        from_secret_content(TOKEN, "bearer", header_name=name, origin="env")
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x01", "\t", "\x1b", "\x7f", "\x85", "\u20ac", "\u2028",
+                                 "\U0001f511"])
+def test_a_header_value_with_a_control_or_non_latin1_character_is_refused_without_showing_it(
+        tmp_path, bad):
+    value = "tok" + bad + CUSTOM
+    with pytest.raises(CredentialError) as err:
+        read_directory(write(tmp_path, header_name="X-MLflow-Auth", header_value=value))
+    assert "X-MLflow-Auth" in str(err.value) and "Latin-1" in str(err.value)
+    assert CUSTOM not in str(err.value) and bad not in str(err.value)
+
+
+def test_a_token_with_a_control_character_is_refused_like_a_header_value(tmp_path):
+    with pytest.raises(CredentialError, match="control character"):
+        read_directory(write(tmp_path, token=TOKEN + "\x01"))
+
+
+@pytest.mark.parametrize("value", ["Bearer " + TOKEN, "caf\u00e9-" + CUSTOM, "a b!~"])
+def test_printable_ascii_and_latin1_values_are_accepted(tmp_path, value):
+    cred = read_directory(write(tmp_path, header_name="X-MLflow-Auth", header_value=value))
+    assert cred.header_value == value
+
