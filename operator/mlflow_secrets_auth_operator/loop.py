@@ -109,6 +109,8 @@ async def run(body: Mapping, memo, stopped, ctx: Context, executor: Executor) ->
             state.last_generation = snapshot["metadata"].get("generation")
             state.last_request = _request_of(snapshot)
             outcome = await loop.run_in_executor(executor, reconcile.sync, snapshot, ctx)
+            if outcome.written and ctx.nudger is not None:  # pods see it now, not in a minute
+                ctx.nudger.request(namespace, name, outcome.secret_resource_version)
             try:
                 delay = await loop.run_in_executor(executor, settle, snapshot, outcome, state, ctx)
             except ApiException as exc:
