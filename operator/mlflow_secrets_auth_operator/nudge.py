@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from mlflow_secrets_auth_api.binding import (ANNOTATION_CREDENTIAL_VERSION, LABEL_POD_BINDING,
@@ -29,6 +30,22 @@ PHASES = ("Pending", "Running")   # Succeeded and Failed pods run no container t
 FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 
 Key = Tuple[str, str]  # (namespace, binding)
+
+# How long a new Secret takes to reach a pod's files, for the OAuth2 refresh schedule.
+DELIVERY_NUDGED = 5.0     # seconds: measured 0.56-0.99 s on a real kubelet, plus a burst's pacing
+DELIVERY_KUBELET = 90.0   # seconds: the kubelet's pod sync, 1 min + up to 50 % jitter (48-88 s measured)
+SAFETY_MARGIN = 10.0      # seconds the successor must be in the pod before the old token expires
+
+
+def token_lead(nudging: bool, now: datetime, expires_at: Optional[datetime]) -> timedelta:
+    """How long before a minted token's expiry its successor must be minted, so that it is in the
+    pods ``SAFETY_MARGIN`` before the expiry: the delivery time plus the margin, but at most a
+    third of the token's lifetime (a token too short for the delivery is still renewed at about
+    two thirds of its life, never in a loop; docs/oauth2.md gives the minimum lifetimes)."""
+    lead = (DELIVERY_NUDGED if nudging else DELIVERY_KUBELET) + SAFETY_MARGIN
+    if expires_at is not None:
+        lead = min(lead, max((expires_at - now).total_seconds() / 3, 0.0))
+    return timedelta(seconds=lead)
 
 
 def label_selector(binding_name: str) -> str:

@@ -251,3 +251,32 @@ def test_a_write_without_a_resource_version_nudges_nothing():
     nudger = Nudger(fake, Metrics(), clock=clock)
     nudger.request("ns", "b", None)
     assert nudger.next_action() == ("idle", None) and fake.calls == []
+
+
+# --- the OAuth2 refresh lead -------------------------------------------------------------------
+def _lead(nudging, lifetime):
+    from datetime import datetime, timedelta, timezone
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return nudge.token_lead(nudging, now, now + timedelta(seconds=lifetime)).total_seconds()
+
+
+def test_a_token_is_renewed_early_enough_for_its_successor_to_reach_the_pods_with_a_margin():
+    assert _lead(True, 3600) == nudge.DELIVERY_NUDGED + nudge.SAFETY_MARGIN == 15
+    assert _lead(False, 3600) == nudge.DELIVERY_KUBELET + nudge.SAFETY_MARGIN == 100
+
+
+def test_the_lead_never_passes_a_third_of_the_lifetime_so_short_tokens_renew_at_two_thirds():
+    assert _lead(True, 30) == 10 and _lead(False, 60) == 20 and _lead(False, 300) == 100
+
+
+def test_with_nudging_off_a_five_minute_token_is_renewed_at_most_200_s_after_minting():
+    from datetime import datetime, timedelta, timezone
+    from mlflow_secrets_auth_operator import exchange
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    expires = now + timedelta(seconds=300)
+    late = exchange.next_token_refresh(now, now + timedelta(hours=1), expires, rng=lambda: 0.999,
+                                       min_lead=nudge.token_lead(False, now, expires))
+    assert late == now + timedelta(seconds=200)   # the 2/3 rule alone would say 215 s
+    on = exchange.next_token_refresh(now, now + timedelta(hours=1), expires, rng=lambda: 0.999,
+                                     min_lead=nudge.token_lead(True, now, expires))
+    assert on > now + timedelta(seconds=214)      # with nudging, the 2/3 rule is early enough
