@@ -68,7 +68,8 @@ class Nudger:
                 elif action == "wait":
                     await asyncio.sleep(arg)
                 else:
-                    await loop.run_in_executor(self._executor, self.do, arg)
+                    result = await loop.run_in_executor(self._executor, self.call, arg)
+                    self.record(arg, result)
                     self._metrics.nudge_jobs.set(len(self.plan))
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -81,30 +82,43 @@ class Nudger:
             pass
 
     def do(self, step: nudge.Step) -> None:
-        """One API request of the plan, and its bookkeeping (runs in the nudge thread)."""
+        """One step, request and bookkeeping (what the task does, minus the thread)."""
+        self.record(step, self.call(step))
+
+    def call(self, step: nudge.Step) -> Tuple[str, object]:
+        """The API request of one step (runs in the nudge thread; touches no shared state):
+        ``("listed", names)``, ``("sent", None)``, ``("gone", None)`` or ``("failed", why)``."""
         job = step.job
         try:
             if step.kind == "list":
                 pods = self._pods.list_pods(job.namespace, nudge.label_selector(job.binding),
                                             nudge.FIELD_SELECTOR)
-                names = [p["metadata"]["name"] for p in pods if nudge.wants_nudge(p, job.version)]
-                dropped = self.plan.listed(step, names)
-                if dropped:
-                    log.warning("%s/%s: %d pods over the nudge limit get the new credential at "
-                                "the kubelet's pace", job.namespace, job.binding, dropped)
-                return
+                return "listed", [p["metadata"]["name"] for p in pods
+                                  if nudge.wants_nudge(p, job.version)]
             self._pods.patch_pod(job.namespace, step.pod, nudge.patch_body(job.version))
+            return "sent", None
         except ApiException as exc:
             if step.kind == "patch" and exc.status == 404:
-                self._metrics.nudges.labels("gone").inc()
-                self.plan.succeeded(step)
-                return
-            self._failed(step, f"HTTP {exc.status}")
-        except (OSError, ValueError, KeyError) as exc:  # connection errors, a garbled answer
-            self._failed(step, type(exc).__name__)
+                return "gone", None
+            return "failed", f"HTTP {exc.status}"
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # connection, garbled answer
+            return "failed", type(exc).__name__
+
+    def record(self, step: nudge.Step, result: Tuple[str, object]) -> None:
+        """Book a step's result into the plan and the metrics (in the event loop's thread)."""
+        what, detail = result
+        job = step.job
+        if what == "listed":
+            dropped = self.plan.listed(step, detail)
+            if dropped:
+                log.warning("%s/%s: %d pods over the nudge limit get the new credential at "
+                            "the kubelet's pace", job.namespace, job.binding, dropped)
+        elif what == "failed":
+            self._failed(step, detail)
         else:
-            self._metrics.nudges.labels("sent").inc()
-            self._metrics.nudge_delay.observe(max(0.0, self._clock() - job.written_at))
+            self._metrics.nudges.labels(what).inc()
+            if what == "sent":
+                self._metrics.nudge_delay.observe(max(0.0, self._clock() - job.written_at))
             self.plan.succeeded(step)
 
     def _failed(self, step: nudge.Step, what: str) -> None:

@@ -280,3 +280,32 @@ def test_with_nudging_off_a_five_minute_token_is_renewed_at_most_200_s_after_min
     on = exchange.next_token_refresh(now, now + timedelta(hours=1), expires, rng=lambda: 0.999,
                                      min_lead=nudge.token_lead(True, now, expires))
     assert on > now + timedelta(seconds=214)      # with nudging, the 2/3 rule is early enough
+
+
+def test_the_task_sends_what_is_requested_and_waits_idle_for_the_next_request():
+    import asyncio
+    import time
+
+    async def main():
+        fake = FakePods(time.monotonic, {("ns", nudge.label_selector("b")): [pod("p1"), pod("p2")]})
+        nudger = Nudger(fake, Metrics(), rate=1000, burst=1000)
+        task = asyncio.get_running_loop().create_task(nudger.run())
+
+        async def until(predicate, what):
+            for _ in range(500):   # at most 10 s; returns as soon as it holds
+                if predicate():
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"timed out waiting for {what}")
+        try:
+            nudger.request("ns", "b", "1")
+            await until(lambda: len(fake.patches()) == 2, "two patches at version 1")
+            assert nudger.next_action() == ("idle", None)   # nothing left, waits for a request
+            for p in fake.pods[("ns", nudge.label_selector("b"))]:
+                p["metadata"]["annotations"] = {ANNOTATION: "1"}
+            nudger.request("ns", "b", "2")
+            await until(lambda: len(fake.patches()) == 4, "two patches at version 2")
+        finally:
+            task.cancel()
+        return fake.patches()
+    assert [v for _, _, v in asyncio.run(main())] == ["1", "1", "2", "2"]
