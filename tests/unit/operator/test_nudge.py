@@ -127,7 +127,10 @@ def test_bindings_take_turns_one_request_each():
         step = plan.next_step(now=0)
         plan.listed(step, {"big": [f"p{i}" for i in range(5)], "small": ["q0"]}[step.job.binding])
     order = []
-    while (step := plan.next_step(now=0)) is not None:
+    for _ in range(20):   # bounded, should the plan never run dry
+        step = plan.next_step(now=0)
+        if step is None:
+            break
         order.append(step.pod)
         plan.succeeded(step)
     assert order == ["p0", "q0", "p1", "p2", "p3", "p4"] and len(plan) == 0
@@ -138,7 +141,10 @@ def test_a_failed_patch_is_retried_after_a_growing_backoff_then_given_up():
     plan.offer("ns", "b", "1", now=0)
     plan.listed(plan.next_step(now=0), ["p"])
     now, retries = 0.0, []
-    while (step := plan.next_step(now)) is not None or plan.wait_seconds(now) is not None:
+    for _ in range(20):   # bounded, should the plan never give up
+        step = plan.next_step(now)
+        if step is None and plan.wait_seconds(now) is None:
+            break
         if step is None:
             now += plan.wait_seconds(now)
             continue
