@@ -64,24 +64,29 @@ class PodChanges:
         self.initial = {p.metadata.name: p.metadata.resource_version for p in listed.items}
         self.changes: dict = {}
         self.seen: dict = {}   # pod name -> the last resourceVersion the watch delivered
+        self.error = None
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, args=(core, namespace, since), daemon=True)
         self._thread.start()
 
     def _run(self, core, namespace, since):
-        for event in self._watch.stream(core.list_namespaced_pod, namespace,
-                                        resource_version=since, timeout_seconds=120):
-            name = event["object"].metadata.name
-            if event["type"] == "MODIFIED":
-                self.changes[name] = self.changes.get(name, 0) + 1
-            self.seen[name] = event["object"].metadata.resource_version
+        try:
+            for event in self._watch.stream(core.list_namespaced_pod, namespace,
+                                            resource_version=since, timeout_seconds=120):
+                name = event["object"].metadata.name
+                if event["type"] == "MODIFIED":
+                    self.changes[name] = self.changes.get(name, 0) + 1
+                self.seen[name] = event["object"].metadata.resource_version
+        except Exception as exc:  # noqa: BLE001 - e.g. the API server stopping after the test
+            self.error = exc      # shown if the watch had not caught up
 
     def stop(self, pods: dict) -> dict:
         """The changes per pod, once the watch has delivered the current version of each of
         ``pods`` (name -> pod as read now) that changed since the watch started."""
         current = {n: p.metadata.resource_version for n, p in pods.items()}
         wait_for(lambda: all(self.initial.get(n) == rv or self.seen.get(n) == rv
-                             for n, rv in current.items()), 20, "the pod watch to catch up")
+                             for n, rv in current.items()), 20,
+                 f"the pod watch to catch up (watch error: {self.error!r})")
         self._watch.stop()
         return dict(self.changes)
 
