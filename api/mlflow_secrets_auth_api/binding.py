@@ -23,6 +23,12 @@ PLURAL = "mlflowauthbindings"
 LABEL_INJECT = "mlflow-secrets-auth/inject"          # pod label, value "true"
 ANNOTATION_BINDING = "mlflow-secrets-auth/binding"   # pod annotation: binding name
 ANNOTATION_INJECTED = "mlflow-secrets-auth/injected"  # set by the webhook
+# Pod label set by the webhook: the binding it injected (value: pod_label_value). The operator
+# lists exactly these pods to nudge them after a rotation (docs/architecture.md, "Nudging pods").
+LABEL_POD_BINDING = "mlflow-secrets-auth/binding"
+# Pod annotation the operator patches after a rotation: an opaque credential version (the
+# Secret's resourceVersion, never a value or a hash of one); any change makes the kubelet re-sync.
+ANNOTATION_CREDENTIAL_VERSION = "mlflow-secrets-auth/credential-version"
 # Binding-side names.
 ANNOTATION_SYNC = "mlflow-secrets-auth.io/sync-requested"  # any new value forces a sync
 LABEL_BINDING = "mlflow-secrets-auth.io/binding"            # on the owned Secret
@@ -67,6 +73,20 @@ FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
 def secret_name_for(binding_name: str) -> str:
     """The one Secret a binding owns (the CRD caps binding names so this is a valid name)."""
     return f"{binding_name}-mlflow-auth"
+
+
+def pod_label_value(binding_name: str) -> str:
+    """The value of ``LABEL_POD_BINDING`` on a pod injected for ``binding_name``: the name itself.
+
+    A label value holds at most 63 characters of ``[A-Za-z0-9._-]``, starting and ending with an
+    alphanumeric. A binding name is a DNS subdomain name that the CRD (CEL rule) and this model
+    cap at ``MAX_BINDING_NAME`` = 63, so it always is one. The name, not the UID: pods mount the
+    Secret by name, so a binding deleted and created again under the same name writes the Secret
+    those pods mount, and must nudge them too.
+    """
+    if len(binding_name) > MAX_BINDING_NAME:
+        raise ValueError(f"binding name {binding_name!r} is longer than {MAX_BINDING_NAME}")
+    return binding_name
 
 
 def parse_duration(text: str) -> int:

@@ -29,6 +29,7 @@ class Outcome:
     expires_at: Optional[datetime] = None
     version: Optional[str] = None
     written: bool = False          # the Secret was created or rewritten
+    secret_resource_version: Optional[str] = None  # of the written Secret (nudges pods)
 
     @classmethod
     def failure(cls, reason: str, message: str, transient: bool = True) -> "Outcome":

@@ -466,11 +466,14 @@ def _short(exc: BaseException) -> str:
 
 # --- the loop's hooks (operator/.../loop.py: settle) --------------------------------------------
 def next_token_refresh(now: datetime, interval_next: datetime, expires_at: Optional[datetime], *,
-                       rng: Random = random.random) -> datetime:
+                       rng: Random = random.random,
+                       min_lead: timedelta = timedelta(seconds=5)) -> datetime:
     """The next sync of a binding with an exchange that just minted a token expiring at
-    ``expires_at``: the token's :func:`refresh_time` (about two thirds, with jitter) or the
-    binding's own interval schedule ``interval_next``, whichever comes first."""
-    at = refresh_time(now, expires_at, rng=rng)
+    ``expires_at``: the token's :func:`refresh_time` (about two thirds, with jitter, and at
+    least ``min_lead`` before the expiry: the loop passes the time the successor needs to reach
+    the pods plus a margin, see ``nudge.token_lead``) or the binding's own interval schedule
+    ``interval_next``, whichever comes first."""
+    at = refresh_time(now, expires_at, rng=rng, min_lead=min_lead)
     return interval_next if at is None else min(at, interval_next)
 
 

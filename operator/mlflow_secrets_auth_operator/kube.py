@@ -104,13 +104,13 @@ class KubeApi:
         return json.loads(_body(resp))["status"]["token"]
 
     # -- writes ------------------------------------------------------------------------------
-    def write_secret(self, body: Mapping, existing: Optional[Mapping]) -> None:
-        """Create the Secret, or replace it at the version we read (a conflict raises 409)."""
+    def write_secret(self, body: Mapping, existing: Optional[Mapping]) -> Optional[str]:
+        """Create the Secret, or replace it at the version we read (a conflict raises 409).
+        Returns the written Secret's resourceVersion."""
         namespace = body["metadata"]["namespace"]
         if existing is None:
-            _body(self.core.create_namespaced_secret(namespace, body, _preload_content=False,
-                                                     _request_timeout=self.timeout))
-            return
+            return _resource_version(self.core.create_namespaced_secret(
+                namespace, body, _preload_content=False, _request_timeout=self.timeout))
         replacement = json.loads(json.dumps(body))
         replacement["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
         # keep what others added (annotations, extra labels), but not stale data keys
@@ -118,9 +118,9 @@ class KubeApi:
         labels = dict(existing["metadata"].get("labels") or {})
         labels.update(replacement["metadata"]["labels"])
         replacement["metadata"]["labels"] = labels
-        _body(self.core.replace_namespaced_secret(body["metadata"]["name"], namespace, replacement,
-                                                  _preload_content=False,
-                                                  _request_timeout=self.timeout))
+        return _resource_version(self.core.replace_namespaced_secret(
+            body["metadata"]["name"], namespace, replacement, _preload_content=False,
+            _request_timeout=self.timeout))
 
     def patch_status(self, namespace: str, name: str, status: Mapping) -> None:
         _body(self.custom.patch_namespaced_custom_object_status(
@@ -150,6 +150,38 @@ class KubeApi:
         except (ApiException, OSError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace,
                         binding_meta["name"], getattr(exc, "reason", exc))
+
+
+    # -- pods (nudging after a rotation: nudge.py, nudger.py) ---------------------------------
+    def list_pods(self, namespace: str, label_selector: str, field_selector: str,
+                  page: int = 500) -> list:
+        """The pods matching the selectors, each reduced to its name, phase, deletion time and
+        annotations (pages of ``page``, so a big namespace is never held whole)."""
+        out, token = [], None
+        while True:
+            resp = self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, field_selector=field_selector,
+                limit=page, _continue=token, _preload_content=False, _request_timeout=self.timeout)
+            doc = json.loads(_body(resp))
+            for pod in doc.get("items") or []:
+                meta = pod.get("metadata") or {}
+                out.append({"metadata": {k: meta.get(k) for k in (
+                                "name", "deletionTimestamp", "annotations")},
+                            "status": {"phase": (pod.get("status") or {}).get("phase")}})
+            token = (doc.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+
+    def patch_pod(self, namespace: str, name: str, patch: Mapping) -> None:
+        """A JSON merge patch of a pod's metadata (the nudge annotation)."""
+        _body(self.core.patch_namespaced_pod(name, namespace, dict(patch),
+                                             _content_type="application/merge-patch+json",
+                                             _preload_content=False,
+                                             _request_timeout=self.timeout))
+
+
+def _resource_version(resp) -> Optional[str]:
+    return (json.loads(_body(resp)).get("metadata") or {}).get("resourceVersion")
 
 
 def _body(resp) -> bytes:

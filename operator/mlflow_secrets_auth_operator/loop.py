@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from mlflow_secrets_auth_api.binding import ANNOTATION_SYNC, secret_name_for
 
-from . import builders, exchange, reconcile
+from . import builders, exchange, nudge, reconcile
 from .reconcile import Context
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ async def run(body: Mapping, memo, stopped, ctx: Context, executor: Executor) ->
             state.last_generation = snapshot["metadata"].get("generation")
             state.last_request = _request_of(snapshot)
             outcome = await loop.run_in_executor(executor, reconcile.sync, snapshot, ctx)
+            if outcome.written and ctx.nudger is not None:  # pods see it now, not in a minute
+                ctx.nudger.request(namespace, name, outcome.secret_resource_version)
             try:
                 delay = await loop.run_in_executor(executor, settle, snapshot, outcome, state, ctx)
             except ApiException as exc:
@@ -132,10 +134,12 @@ def settle(body: Mapping, outcome: builders.Outcome, state: BindingState, ctx: C
         state.failures = 0
         next_time = builders.next_refresh(now, interval, outcome.expires_at,
                                           jitter=ctx.settings.refresh_jitter, rng=ctx.rng)
-        if spec.get("exchange"):  # a minted token: ~2/3 of its lifetime, jittered (exchange.py)
+        if spec.get("exchange"):  # a minted token: ~2/3 of its lifetime, jittered (exchange.py),
+            # and early enough that its successor reaches the pods before it expires (nudge.py)
             next_time = exchange.next_token_refresh(now, builders.next_refresh(
                 now, interval, None, jitter=ctx.settings.refresh_jitter, rng=ctx.rng),
-                outcome.expires_at, rng=ctx.rng)
+                outcome.expires_at, rng=ctx.rng, min_lead=nudge.token_lead(
+                    ctx.nudger is not None, now, outcome.expires_at))
     else:
         state.failures += 1
         next_time = builders.retry_after_failure(

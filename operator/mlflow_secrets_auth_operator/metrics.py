@@ -26,6 +26,18 @@ class Metrics:
         self.ready = Gauge("msa_binding_ready", "1 when the binding is Ready, else 0.",
                            ["namespace", "binding"], registry=self.registry)
 
+        # nudging pods after a rotation (nudger.py); no per-pod or per-binding labels
+        self.nudges = Counter(
+            "msa_pod_nudges", "Pod nudges after a rotation, by result: sent, failed (an attempt, "
+            "retried), abandoned (given up), gone (the pod was deleted), dropped (queue full).",
+            ["result"], registry=self.registry)
+        self.nudge_delay = Histogram(
+            "msa_pod_nudge_delay_seconds", "Seconds from the Secret write to the nudge patch of "
+            "each pod (queueing and the operator-wide rate limit included).",
+            registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.nudge_jobs = Gauge("msa_pod_nudge_jobs", "Bindings whose pods are waiting to be "
+                                "nudged.", registry=self.registry)
+
     def forget(self, namespace: str, binding: str) -> None:
         for gauge in (self.seconds_to_expiry, self.ready):
             try:

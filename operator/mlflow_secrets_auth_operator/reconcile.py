@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Tuple
 
 import pydantic
 from kubernetes.client.rest import ApiException
@@ -47,6 +47,7 @@ class Context:
     ca_dir: Path = field(default_factory=lambda: Path("/tmp/mlflow-secrets-auth-ca"))
     kv_versions: dict = field(default_factory=dict)  # (address, namespace, mount) -> "1" | "2"
     vault_logins: VaultLogins = field(default_factory=VaultLogins)  # one Vault login per identity
+    nudger: Optional[object] = None   # nudger.Nudger; None: nudging pods is off
 
 
 def parse_binding(body: Mapping) -> MlflowAuthBinding:
@@ -101,10 +102,10 @@ def _sync(binding: MlflowAuthBinding, ctx: Context) -> builders.Outcome:
     _learn(ctx.redactor, value)
     fields = _credential_fields(binding, value, ctx)
     ctx.redactor.add(*fields.values())
-    written = _apply_secret(binding, fields, ctx)
+    written, resource_version = _apply_secret(binding, fields, ctx)
     return builders.Outcome(ok=True, reason=builders.SYNCED, message="", transient=False,
                             expires_at=credential.expires_at_of(fields), version=value.version,
-                            written=written)
+                            written=written, secret_resource_version=resource_version)
 
 
 def _learn(redactor: Redactor, value: SecretValue) -> None:
@@ -140,7 +141,8 @@ def _credential_fields(binding: MlflowAuthBinding, value: SecretValue, ctx: Cont
     return credential.token_fields(token.access_token, cred, token.expires_at)
 
 
-def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> bool:
+def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> Tuple[bool, Optional[str]]:
+    """Write the Secret when needed: (written, its new resourceVersion)."""
     meta = {"name": binding.metadata.name, "namespace": binding.metadata.namespace,
             "uid": binding.metadata.uid}
     desired = builders.build_secret(meta, fields)
@@ -148,13 +150,13 @@ def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> bool:
     if binding.status.secret_name is None:
         # never synced: the Secret most likely does not exist yet, so try to create it first
         try:
-            ctx.kube.write_secret(desired, None)
+            resource_version = ctx.kube.write_secret(desired, None)
         except ApiException as exc:
             if exc.status != 409:
                 raise
         else:
             ctx.metrics.secret_writes.inc()
-            return True
+            return True, resource_version
     existing = ctx.kube.read_secret(meta["namespace"], name)
     if existing is not None:
         owners = (existing.get("metadata") or {}).get("ownerReferences") or []
@@ -162,7 +164,7 @@ def _apply_secret(binding: MlflowAuthBinding, fields, ctx: Context) -> bool:
             raise SyncError("SecretConflict", f"a Secret {name} that this binding does not own "
                             f"already exists; delete or rename it")
     if not builders.secret_needs_write(existing, desired):
-        return False
-    ctx.kube.write_secret(desired, existing)
+        return False, None
+    resource_version = ctx.kube.write_secret(desired, existing)
     ctx.metrics.secret_writes.inc()
-    return True
+    return True, resource_version

@@ -1,16 +1,19 @@
 """Start-up wiring: settings -> clients, metrics, executor, placed in kopf's memo."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import kopf
 
 from .kube import KubeApi, api_client
 from .logs import Redactor
 from .metrics import Metrics
+from .nudger import Nudger
 from .reconcile import Context
 from .settings import Settings
 
@@ -65,16 +68,31 @@ def start(memo: kopf.Memo) -> None:
     memo["ca_dir"] = tempfile.TemporaryDirectory(prefix="msa-ca-")
     memo["executor"] = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="sync")
     memo["api_client"] = api_client(pool_size=max(settings.workers * 2, 8))
-    memo["context"] = Context(settings=settings, kube=KubeApi(memo["api_client"]), metrics=metrics,
+    kube = KubeApi(memo["api_client"])
+    memo["context"] = Context(settings=settings, kube=kube, metrics=metrics,
                               redactor=redactor, exchange=exchange_client,
-                              ca_dir=Path(memo["ca_dir"].name))
+                              ca_dir=Path(memo["ca_dir"].name), nudger=start_nudger(memo, kube))
     log.info("operator started", extra={
         "namespaces": list(settings.namespaces) or "all",
         "allow_operator_identity": settings.allow_operator_identity,
-        "peering": settings.peering or "standalone"})
+        "peering": settings.peering or "standalone", "nudge_pods": settings.nudge_pods})
+
+
+def start_nudger(memo: kopf.Memo, kube) -> Optional[Nudger]:
+    """The task that nudges pods after a rotation (nudger.py), or None when it is off
+    (``MSA_NUDGE_PODS=false``: the operator then makes no pod requests at all). Must be called
+    inside the event loop."""
+    settings: Settings = memo["settings"]
+    if not settings.nudge_pods:
+        return None
+    nudger = Nudger(kube, memo["metrics"], rate=settings.nudge_rate, burst=settings.nudge_burst)
+    memo["nudge_task"] = asyncio.get_running_loop().create_task(nudger.run(), name="nudge-pods")
+    return nudger
 
 
 def stop(memo: kopf.Memo) -> None:
+    if memo.get("nudge_task") is not None:
+        memo["nudge_task"].cancel()
     executor = memo.get("executor")
     if executor is not None:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -45,6 +45,9 @@ class Settings:
     provider_timeout: float = 10.0                 # MSA_PROVIDER_TIMEOUT seconds per call
     token_seconds: int = 600                       # MSA_TOKEN_SECONDS: TokenRequest lifetime
     workers: int = 16                              # MSA_WORKERS: concurrent syncs
+    nudge_pods: bool = True                        # MSA_NUDGE_PODS: nudge pods after a rotation
+    nudge_rate: float = 20.0                       # MSA_NUDGE_RATE: pod requests per second
+    nudge_burst: int = 20                          # MSA_NUDGE_BURST
     vault_token: Optional[str] = field(default=None, repr=False)  # VAULT_TOKEN (operator identity)
 
     @classmethod
@@ -72,5 +75,8 @@ class Settings:
             provider_timeout=_float(get("MSA_PROVIDER_TIMEOUT", "10"), "MSA_PROVIDER_TIMEOUT", 0.5),
             token_seconds=int(_float(get("MSA_TOKEN_SECONDS", "600"), "MSA_TOKEN_SECONDS", 600)),
             workers=int(_float(get("MSA_WORKERS", "16"), "MSA_WORKERS", 1)),
+            nudge_pods=_bool(get("MSA_NUDGE_PODS", "true"), "MSA_NUDGE_PODS"),
+            nudge_rate=_float(get("MSA_NUDGE_RATE", "20"), "MSA_NUDGE_RATE", 0.1),
+            nudge_burst=int(_float(get("MSA_NUDGE_BURST", "20"), "MSA_NUDGE_BURST", 1)),
             vault_token=get("VAULT_TOKEN") or None,
         )

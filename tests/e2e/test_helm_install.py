@@ -174,6 +174,8 @@ def test_webhook_service_account_cannot_do_anything_else(release, verb, resource
     ("create", "serviceaccounts", ["-n", "team-a", "--subresource=token"]),
     ("create", "events", ["-n", "team-a"]),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", []),
+    ("list", "pods", ["-n", "team-a"]),    # nudging pods after a rotation (operator.nudgePods)
+    ("patch", "pods", ["-n", "team-a"]),
 ])
 def test_operator_service_account_can_do_its_job(release, verb, resource, extra):
     assert release.can(release.operator_sa, verb, resource, *extra)
@@ -184,6 +186,9 @@ def test_operator_service_account_can_do_its_job(release, verb, resource, extra)
     ("delete", "secrets", ["-n", "team-a"]),
     ("delete", "pods", ["-n", "team-a"]),
     ("create", "pods", ["-n", "team-a"]),
+    ("get", "pods", ["-n", "team-a"]),
+    ("watch", "pods", ["-n", "team-a"]),
+    ("create", "pods", ["-n", "team-a", "--subresource=exec"]),
     ("get", "configmaps", ["-n", "team-a"]),
     ("patch", "serviceaccounts", ["-n", "team-a"]),
     ("create", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 from jsonpointer import escape
 
-from mlflow_secrets_auth_api import ANNOTATION_INJECTED, MlflowAuthBinding, secret_name_for
+from mlflow_secrets_auth_api import (ANNOTATION_INJECTED, LABEL_POD_BINDING, MlflowAuthBinding,
+                                    pod_label_value, secret_name_for)
 
 from .settings import DEFAULT_CREDENTIAL_DIR, PAYLOAD_DIR, PLUGIN_DIR, Settings
 
@@ -276,4 +277,14 @@ def build_patch(pod: Dict[str, Any], binding: MlflowAuthBinding, settings: Setti
     else:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(ANNOTATION_INJECTED)}",
                     "value": "true"})
+    ops.append(binding_label_op(pod, binding))
     return ops
+
+
+def binding_label_op(pod: Dict[str, Any], binding: MlflowAuthBinding) -> Dict[str, Any]:
+    """Label the pod with the binding it was injected for (replacing any value the pod carried),
+    so the operator can list exactly these pods to nudge after a rotation."""
+    value = pod_label_value(binding.metadata.name)
+    if (pod.get("metadata") or {}).get("labels") is None:
+        return {"op": "add", "path": "/metadata/labels", "value": {LABEL_POD_BINDING: value}}
+    return {"op": "add", "path": f"/metadata/labels/{escape(LABEL_POD_BINDING)}", "value": value}

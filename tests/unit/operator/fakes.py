@@ -44,6 +44,7 @@ class FakeKube:
         body["metadata"]["resourceVersion"] = str(version)
         self.secrets[(body["metadata"]["namespace"], body["metadata"]["name"])] = body
         self.writes += 1
+        return str(version)
 
     def patch_status(self, namespace, name, status):
         self.statuses.append((namespace, name, copy.deepcopy(status)))

@@ -127,7 +127,8 @@ def test_a_bare_pod_without_metadata_volumes_or_init_containers_is_patched(bindi
     pod = {"spec": {"containers": [{"name": "c", "env": None, "volumeMounts": None}],
                     "volumes": None, "initContainers": None}}
     result = patched(pod, build_patch(pod, binding, settings))
-    assert result["metadata"] == {"annotations": {"mlflow-secrets-auth/injected": "true"}}
+    assert result["metadata"] == {"annotations": {"mlflow-secrets-auth/injected": "true"},
+                                  "labels": {"mlflow-secrets-auth/binding": "mlflow"}}
     assert [c["name"] for c in result["spec"]["initContainers"]] == [INIT_CONTAINER_NAME]
     assert len(result["spec"]["volumes"]) == 2
 
