@@ -50,6 +50,23 @@ class KubeApi:
         self._lock = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
+    def service_account_issuer(self) -> Optional[str]:
+        """The API server's ServiceAccount issuer from its OIDC discovery document (readable by
+        every ServiceAccount through the default system:service-account-issuer-discovery
+        binding); None when the server does not serve it."""
+        try:
+            resp = self.core.api_client.call_api(
+                "/.well-known/openid-configuration", "GET", auth_settings=["BearerToken"],
+                _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            log.warning("could not read the API server's OIDC discovery: HTTP %s", exc.status)
+            return None
+        try:
+            issuer = json.loads(resp[0].data).get("issuer")
+        except (ValueError, AttributeError):
+            return None
+        return issuer if isinstance(issuer, str) and issuer else None
+
     def read_secret(self, namespace: str, name: str) -> Optional[Dict]:
         """The Secret as a plain dict (base64 data as stored), or None when it does not exist."""
         try:
