@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from mlflow_secrets_auth.providers import AuthenticationFailed, PermissionDenied, aws, azure, vault
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
 
-from . import guard
+from . import deadline, guard
 from .errors import SyncError
 from .logs import Redactor
 from .settings import Settings
@@ -224,7 +224,8 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
         return fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
                                  kv_version=spec.kv_version, namespace=spec.namespace,
                                  ca_bundle=ca, timeout=settings.provider_timeout,
-                                 version_cache=kv_versions, session=_session())
+                                 version_cache=kv_versions,
+                                 session=_session(settings.max_answer_bytes))
 
     if auth.token is not None:
         token = _ref(kube, namespace, auth.token.secret_ref, f"{base}.token.secretRef", redactor)
@@ -259,7 +260,7 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
     def login() -> Tuple[str, int]:
         token, lease = fetchers["vaultLogin"](spec.address, credentials(), namespace=spec.namespace,
                                               ca_bundle=ca, timeout=settings.provider_timeout,
-                                              session=_session())
+                                              session=_session(settings.max_answer_bytes))
         redactor.add(token)
         return token, lease
 
@@ -280,13 +281,13 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
 _local = threading.local()
 
 
-def _session():
-    """One requests.Session per worker thread, so Vault calls reuse their connections."""
+def _session(max_bytes: int):
+    """One requests.Session per worker thread, so Vault calls reuse their connections; its
+    calls obey the sync's deadline and answer cap (deadline.py)."""
     session = getattr(_local, "session", None)
-    if session is None:
-        import requests
-
-        session = _local.session = requests.Session()
+    if session is None or getattr(_local, "max_bytes", None) != max_bytes:
+        session = _local.session = deadline.session(max_bytes)
+        _local.max_bytes = max_bytes
     return session
 
 

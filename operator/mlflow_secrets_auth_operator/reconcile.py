@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from mlflow_secrets_auth.providers import ProviderError, SecretValue
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, secret_name_for
 
-from . import builders, credential, guard
+from . import builders, credential, deadline, guard
 from .identity import DEFAULT_FETCHERS, SyncError, VaultLogins, provider_call
 from .logs import Redactor
 from .metrics import Metrics
@@ -68,7 +68,8 @@ def sync(body: Mapping, ctx: Context) -> builders.Outcome:
     provider = _provider_kind(body)
     try:
         binding = parse_binding(body)
-        outcome = _sync(binding, ctx)
+        with deadline.Deadline(ctx.settings.provider_deadline):
+            outcome = _sync(binding, ctx)
     except SyncError as exc:
         outcome = builders.Outcome.failure(exc.reason, exc.message, exc.transient)
     except ProviderError as exc:

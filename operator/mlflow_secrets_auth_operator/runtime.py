@@ -11,6 +11,7 @@ import kopf
 
 from .kube import KubeApi, api_client
 from .logs import Redactor
+from .loop import NamespaceLimiter
 from .metrics import Metrics
 from .reconcile import Context
 from .settings import Settings
@@ -58,13 +59,16 @@ def start(memo: kopf.Memo) -> None:
     redactor: Redactor = memo.get("redactor") or Redactor()
     exchange_client = None
     try:
+        from . import deadline
         from .exchange import TokenClient
-        exchange_client = TokenClient()
+        exchange_client = TokenClient(
+            session_factory=lambda: deadline.session(settings.max_answer_bytes))
     except ImportError:  # pragma: no cover - exchange is part of the package
         log.warning("OAuth2 exchange unavailable")
     memo["settings"], memo["metrics"], memo["redactor"] = settings, metrics, redactor
     memo["ca_dir"] = tempfile.TemporaryDirectory(prefix="msa-ca-")
     memo["executor"] = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="sync")
+    memo["limiter"] = NamespaceLimiter(settings.namespace_limit)  # one namespace's share of it
     memo["api_client"] = api_client(pool_size=max(settings.workers * 2, 8))
     kube = KubeApi(memo["api_client"])
     settings = memo["settings"] = with_api_audiences(settings, kube)

@@ -50,7 +50,8 @@ class Settings:
     backoff_base: float = 2.0                      # MSA_BACKOFF_BASE seconds
     backoff_cap: float = 300.0                     # MSA_BACKOFF_CAP seconds
     refresh_jitter: float = 0.1                    # MSA_REFRESH_JITTER: refresh up to 10% early
-    provider_timeout: float = 10.0                 # MSA_PROVIDER_TIMEOUT seconds per call
+    provider_timeout: float = 10.0                 # MSA_PROVIDER_TIMEOUT seconds per connect/read
+    provider_deadline: float = 30.0                # MSA_PROVIDER_DEADLINE: total seconds per sync
     token_seconds: int = 600                       # MSA_TOKEN_SECONDS: TokenRequest lifetime
     workers: int = 16                              # MSA_WORKERS: concurrent syncs
     # MSA_NAMESPACE_WORKERS: concurrent syncs of one namespace (0 = a quarter of the workers)
@@ -88,6 +89,8 @@ class Settings:
             backoff_cap=_float(get("MSA_BACKOFF_CAP", "300"), "MSA_BACKOFF_CAP", 1.0),
             refresh_jitter=_float(get("MSA_REFRESH_JITTER", "0.1"), "MSA_REFRESH_JITTER"),
             provider_timeout=_float(get("MSA_PROVIDER_TIMEOUT", "10"), "MSA_PROVIDER_TIMEOUT", 0.5),
+            provider_deadline=_float(get("MSA_PROVIDER_DEADLINE", "30"), "MSA_PROVIDER_DEADLINE",
+                                     1.0),
             token_seconds=int(_float(get("MSA_TOKEN_SECONDS", "600"), "MSA_TOKEN_SECONDS", 600)),
             workers=int(_float(get("MSA_WORKERS", "16"), "MSA_WORKERS", 1)),
             namespace_workers=int(_float(get("MSA_NAMESPACE_WORKERS", "0"),
