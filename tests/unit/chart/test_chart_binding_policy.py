@@ -1,0 +1,86 @@
+"""The chart's admission policy on MlflowAuthBindings: shipped as files/policies/ has it (the
+e2e tests apply that same file), bound with its parameters, and configurable from values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.unit.chart.conftest import CHART, NAMESPACE
+
+POLICY_FILE = Path(CHART) / "files" / "policies" / "binding-authorization.yaml"
+
+
+def test_the_chart_ships_the_policy_file_unchanged_but_for_its_labels(render):
+    rendered = render().one("ValidatingAdmissionPolicy")
+    source = yaml.safe_load(POLICY_FILE.read_text())
+    labels = rendered["metadata"].pop("labels")
+    assert labels["app.kubernetes.io/part-of"] == "mlflow-secrets-auth"
+    assert rendered == source
+
+
+def test_the_policy_checks_the_authors_rights_on_every_secret_and_service_account_reference():
+    policy = yaml.safe_load(POLICY_FILE.read_text())
+    text = yaml.safe_dump(policy)
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [{"apiGroups": ["mlflow-secrets-auth.io"], "apiVersions": ["*"],
+                      "resources": ["mlflowauthbindings"], "operations": ["CREATE", "UPDATE"]}]
+    assert ".subresource('token')" in text and ".check('create')" in text
+    assert "resource('secrets')" in text and ".check('get')" in text
+    for field in ("vault.auth.token.secretRef", "vault.auth.appRole.secretIdRef",
+                  "awsSecretsManager.auth.staticKeys.secretRef",
+                  "azureKeyVault.auth.clientSecret.secretRef",
+                  "vault.auth.kubernetes.serviceAccountName",
+                  "awsSecretsManager.auth.webIdentity.serviceAccountName",
+                  "azureKeyVault.auth.workloadIdentity.serviceAccountName"):
+        assert f"'spec.provider.{field}'" in text, field
+
+
+def test_every_secret_reference_of_the_crd_is_checked_by_the_policy():
+    """A new secretRef in the CRD must be added to the policy too."""
+    crd = (Path(CHART).parents[1] / "crds" / "mlflowauthbindings.yaml").read_text()
+    policy = POLICY_FILE.read_text()
+    refs = {line.split(":")[0].strip() for line in crd.splitlines()
+            if line.strip().startswith(("secretRef:", "secretIdRef:"))}
+    assert refs == {"secretRef", "secretIdRef"}
+    assert policy.count("secretRef.name") == 3 and policy.count("secretIdRef.name") == 1
+    assert crd.count("serviceAccountName:") == policy.count("serviceAccountName]]")
+
+
+def test_the_policy_is_bound_with_the_refused_namespaces_and_audiences(render):
+    rendered = render({"operator": {"refusedNamespaces": ["kube-system", "infra"],
+                                    "apiAudiences": ["https://kubernetes.default.svc"]}})
+    binding = rendered.one("ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == "mlflowauthbindings.mlflow-secrets-auth.io"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    ref = binding["spec"]["paramRef"]
+    assert ref["namespace"] == NAMESPACE and ref["parameterNotFoundAction"] == "Deny"
+    params = rendered.one("ConfigMap", ref["name"])
+    assert params["data"] == {"refusedNamespaces": f"{NAMESPACE},kube-system,infra",
+                              "refusedAudiences": "https://kubernetes.default.svc"}
+
+
+def test_the_operator_gets_the_same_lists_and_its_identity_allowlist(render):
+    rendered = render({"operator": {"apiAudiences": ["a1"],
+                                    "operatorIdentityAddresses": ["https://vault.example.com:8200"],
+                                    "namespaceWorkers": 2}})
+    container = rendered.one("Deployment", "msa-mlflow-secrets-auth-operator")[
+        "spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MSA_API_AUDIENCES"] == "a1"
+    assert env["MSA_OPERATOR_IDENTITY_ADDRESSES"] == "https://vault.example.com:8200"
+    assert env["MSA_REFUSED_NAMESPACES"] == "kube-system,kube-public,kube-node-lease"
+    assert env["MSA_OPERATOR_NAMESPACE"] == NAMESPACE
+    assert env["MSA_NAMESPACE_WORKERS"] == "2"
+
+
+def test_the_policy_can_be_turned_off(render):
+    rendered = render({"bindingPolicy": {"enabled": False}})
+    assert rendered.of_kind("ValidatingAdmissionPolicy") == []
+    assert rendered.of_kind("ValidatingAdmissionPolicyBinding") == []
+
+
+def test_bad_addresses_are_refused_by_the_schema(render_error):
+    assert "operatorIdentityAddresses" in render_error(
+        {"operator": {"operatorIdentityAddresses": ["vault.example.com"]}})
