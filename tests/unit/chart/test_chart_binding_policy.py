@@ -84,3 +84,28 @@ def test_the_policy_can_be_turned_off(render):
 def test_bad_addresses_are_refused_by_the_schema(render_error):
     assert "operatorIdentityAddresses" in render_error(
         {"operator": {"operatorIdentityAddresses": ["vault.example.com"]}})
+
+
+def test_self_managed_tls_narrows_the_webhooks_patch_to_the_ca_bundle(render):
+    rendered = render({"tls": {"mode": "selfManaged"}})
+    policy = rendered.one("ValidatingAdmissionPolicy", "msa-mlflow-secrets-auth-webhook-cabundle-only")
+    rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
+    assert rule["resources"] == ["mutatingwebhookconfigurations"]
+    assert rule["resourceNames"] == ["msa-mlflow-secrets-auth"]
+    assert "system:serviceaccount:msa-system:msa-mlflow-secrets-auth-webhook" in \
+        policy["spec"]["matchConditions"][0]["expression"]
+    check = policy["spec"]["validations"][0]["expression"]
+    for field in ("rules", "objectSelector", "namespaceSelector", "failurePolicy",
+                  "clientConfig.service", "clientConfig.url", "metadata.annotations"):
+        assert f".{field} ==" in check, field
+    assert "caBundle" not in check
+    binding = rendered.one("ValidatingAdmissionPolicyBinding",
+                           "msa-mlflow-secrets-auth-webhook-cabundle-only")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_other_tls_modes_need_no_webhook_configuration_policy(render):
+    for mode in ("helm", "certManager"):
+        names = [p["metadata"]["name"] for p in render({"tls": {"mode": mode}}).of_kind(
+            "ValidatingAdmissionPolicy")]
+        assert names == ["mlflowauthbindings.mlflow-secrets-auth.io"]
