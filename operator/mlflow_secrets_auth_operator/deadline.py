@@ -192,3 +192,46 @@ def session(max_bytes: int) -> requests.Session:
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s
+
+
+_threads = threading.local()
+
+
+def thread_session(max_bytes: int) -> requests.Session:
+    """One :func:`session` per worker thread, so calls reuse their connections."""
+    cached = getattr(_threads, "session", None)
+    if cached is None or getattr(_threads, "max_bytes", None) != max_bytes:
+        cached = _threads.session = session(max_bytes)
+        _threads.max_bytes = max_bytes
+    return cached
+
+
+class _Body:
+    """What botocore reads an answer from (``raw.stream()``)."""
+
+    def __init__(self, content: bytes):
+        self._content = content
+
+    def stream(self, **_):
+        yield self._content
+
+
+def botocore_send(max_bytes: int, timeout: float, verify=True):
+    """A botocore ``before-send`` handler: the request goes out through :func:`thread_session`
+    (so it obeys the current :class:`Deadline` and the cap) instead of botocore's own HTTP."""
+
+    def send(request, **_):
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import EndpointConnectionError
+
+        try:
+            resp = thread_session(max_bytes).request(
+                request.method, request.url, headers=dict(request.headers.items()),
+                data=request.body, timeout=(timeout, timeout), verify=verify,
+                allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise EndpointConnectionError(endpoint_url=f"{_origin(request.url)} "
+                                          f"({type(exc).__name__})") from None
+        return AWSResponse(request.url, resp.status_code, resp.headers, _Body(resp.content))
+
+    return send

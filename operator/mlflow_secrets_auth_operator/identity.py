@@ -138,9 +138,10 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
             _operator_identity(settings, f"{base}.operatorIdentity", spec.endpoint_url or
                                f"https://secretsmanager.{spec.region}.amazonaws.com")
             credentials = None
+        send = deadline.botocore_send(settings.max_answer_bytes, timeout)
         return lambda: fetchers["awsSecretsManager"](
             spec.secret_id, spec.region, credentials, version_stage=spec.version_stage,
-            endpoint_url=spec.endpoint_url, timeout=timeout)
+            endpoint_url=spec.endpoint_url, timeout=timeout, send=send)
 
     spec, base = provider.azure_key_vault, "spec.provider.azureKeyVault.auth"
     auth = spec.auth
@@ -157,8 +158,9 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
         _operator_identity(settings, f"{base}.operatorIdentity", spec.vault_url)
         credentials = None
     ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.azureKeyVault.caCert")
-    return lambda: fetchers["azureKeyVault"](spec.vault_url, spec.secret_name, credentials,
-                                             version=spec.version, ca_bundle=ca, timeout=timeout)
+    return lambda: fetchers["azureKeyVault"](
+        spec.vault_url, spec.secret_name, credentials, version=spec.version, ca_bundle=ca,
+        timeout=timeout, session=_session(settings.max_answer_bytes))
 
 
 class VaultLogins:
@@ -278,17 +280,10 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
     return call
 
 
-_local = threading.local()
-
-
 def _session(max_bytes: int):
-    """One requests.Session per worker thread, so Vault calls reuse their connections; its
+    """One requests.Session per worker thread, so provider calls reuse their connections; its
     calls obey the sync's deadline and answer cap (deadline.py)."""
-    session = getattr(_local, "session", None)
-    if session is None or getattr(_local, "max_bytes", None) != max_bytes:
-        session = _local.session = deadline.session(max_bytes)
-        _local.max_bytes = max_bytes
-    return session
+    return deadline.thread_session(max_bytes)
 
 
 def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor: Redactor) -> str:

@@ -176,3 +176,22 @@ def test_one_namespace_cannot_hold_every_worker():
     done, limiter = asyncio.run(scenario())
     assert done == "b" and running["most_a"] == 1
     assert limiter._slots == {}
+
+
+def test_an_aws_endpoint_that_trickles_is_cut_at_the_deadline(trickle):
+    """The real boto3 client, its requests sent through the operator's HTTP (before-send)."""
+    server = trickle(STATUS_LINE + b"Content-Length: 900\r\n\r\n" + b"{" * 1000, every=0.05,
+                     longest=20)
+    spec = {"provider": {"awsSecretsManager": {
+        "region": "eu-west-1", "secretId": "mlflow/token", "endpointUrl": server.url,
+        "auth": {"staticKeys": {"secretRef": {"name": "aws-keys"}}}}},
+        "credential": {"format": "plain"}}
+    kube = FakeKube()
+    kube.plain[("team-a", "aws-keys")] = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                                          "AWS_SECRET_ACCESS_KEY": "secret-key-1"}
+    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=1.5)
+    started = time.monotonic()
+    outcome = reconcile.sync(binding(spec), ctx)
+    assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True), outcome.message
+    assert time.monotonic() - started < 8 and server.served == []
+    wait_for(lambda: server.hung_up, 10, "the trickling server to see the connection cut")
