@@ -26,12 +26,13 @@ class Trickle:
     """A server on 127.0.0.1 that answers one byte every ``every`` seconds, for at most
     ``longest`` seconds, and records when each client hung up."""
 
-    def __init__(self, answer: bytes, every: float = 0.1, longest: float = 30.0):
-        self.answer, self.every, self.longest = answer, every, longest
+    def __init__(self, answer: bytes, every: float = 0.1, longest: float = 30.0, tls=None):
+        self.answer, self.every, self.longest, self.tls = answer, every, longest, tls
         self.hung_up: list = []   # seconds after the request at which the client went away
         self.served: list = []    # seconds after the request at which the whole answer was sent
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -45,6 +46,12 @@ class Trickle:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
+        if self.tls is not None:
+            try:
+                conn.settimeout(10)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                return
         with conn:
             conn.recv(65536)
             started = time.monotonic()
@@ -194,4 +201,38 @@ def test_an_aws_endpoint_that_trickles_is_cut_at_the_deadline(trickle):
     outcome = reconcile.sync(binding(spec), ctx)
     assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True), outcome.message
     assert time.monotonic() - started < 8 and server.served == []
+    wait_for(lambda: server.hung_up, 10, "the trickling server to see the connection cut")
+
+
+def test_an_azure_key_vault_that_trickles_is_cut_at_the_deadline(trickle, tmp_path):
+    """The real azure-keyvault client over TLS, its requests carried by the operator's HTTP."""
+    import datetime as dt
+    import ssl
+
+    from mlflow_secrets_auth_webhook.tls import issue_ca, issue_serving_cert, utcnow
+
+    now = utcnow()
+    ca = issue_ca("trickle-ca", dt.timedelta(days=1), now)
+    serving = issue_serving_cert(ca, ["127.0.0.1"], dt.timedelta(days=1), now)
+    (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "tls.key").write_bytes(serving.key_pem)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = trickle(STATUS_LINE + b"Content-Length: 900\r\n\r\n" + b"{" * 1000, every=0.05,
+                     longest=30, tls=tls)
+    spec = {"provider": {"azureKeyVault": {
+        "vaultUrl": server.url, "secretName": "mlflow", "caCert": ca.cert_pem.decode(),
+        "auth": {"clientSecret": {"tenantId": "t", "clientId": "c",
+                                  "secretRef": {"name": "azure-sp", "key": "client-secret"}}}}},
+        "credential": {"format": "plain"}}
+    kube = FakeKube()
+    kube.plain[("team-a", "azure-sp")] = {"client-secret": "client-secret-1"}
+    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=1.5)
+    ctx.ca_dir = tmp_path / "ca"
+    started = time.monotonic()
+    outcome = reconcile.sync(binding(spec), ctx)
+    assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True), outcome.message
+    # azure-core retries a failed request with backoff; once the deadline has passed, each try
+    # fails at once, so only those sleeps add up
+    assert time.monotonic() - started < 15 and server.served == []
     wait_for(lambda: server.hung_up, 10, "the trickling server to see the connection cut")
