@@ -11,11 +11,13 @@ from tests.unit.chart.conftest import CHART, NAMESPACE
 POLICY_FILE = Path(CHART) / "files" / "policies" / "binding-authorization.yaml"
 
 
-def test_the_chart_ships_the_policy_file_unchanged_but_for_its_labels(render):
+def test_the_chart_ships_the_policy_file_unchanged_but_for_its_name_and_labels(render):
     rendered = render().one("ValidatingAdmissionPolicy")
     source = yaml.safe_load(POLICY_FILE.read_text())
     labels = rendered["metadata"].pop("labels")
     assert labels["app.kubernetes.io/part-of"] == "mlflow-secrets-auth"
+    assert rendered["metadata"].pop("name") == "msa-mlflow-secrets-auth-bindings"
+    source["metadata"].pop("name")
     assert rendered == source
 
 
@@ -52,7 +54,7 @@ def test_the_policy_is_bound_with_the_refused_namespaces_and_audiences(render):
     rendered = render({"operator": {"refusedNamespaces": ["kube-system", "infra"],
                                     "apiAudiences": ["https://kubernetes.default.svc"]}})
     binding = rendered.one("ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == "mlflowauthbindings.mlflow-secrets-auth.io"
+    assert binding["spec"]["policyName"] == "msa-mlflow-secrets-auth-bindings"
     assert binding["spec"]["validationActions"] == ["Deny"]
     ref = binding["spec"]["paramRef"]
     assert ref["namespace"] == NAMESPACE and ref["parameterNotFoundAction"] == "Deny"
@@ -108,4 +110,4 @@ def test_other_tls_modes_need_no_webhook_configuration_policy(render):
     for mode in ("helm", "certManager"):
         names = [p["metadata"]["name"] for p in render({"tls": {"mode": mode}}).of_kind(
             "ValidatingAdmissionPolicy")]
-        assert names == ["mlflowauthbindings.mlflow-secrets-auth.io"]
+        assert names == ["msa-mlflow-secrets-auth-bindings"]
