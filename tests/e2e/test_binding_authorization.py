@@ -175,7 +175,8 @@ def test_changing_the_spec_is_checked_but_a_label_change_is_not(
     custom = client.CustomObjectsApi
     with _user_api(kube, kube_api, namespace) as other:
         custom(other).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "mlflow", {"metadata": {"labels": {"team": "a"}}})
+            GROUP, VERSION, namespace, PLURAL, "mlflow", {"metadata": {"labels": {"team": "a"}}},
+            _content_type="application/merge-patch+json")
         repoint = {"spec": {"provider": {"vault": {"auth": {"token": {"secretRef": {
             "name": "other-token", "key": "token"}}}}}}}
         with pytest.raises(ApiException) as refused:
