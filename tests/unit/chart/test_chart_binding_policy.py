@@ -21,33 +21,43 @@ def test_the_chart_ships_the_policy_file_unchanged_but_for_its_name_and_labels(r
     assert rendered == source
 
 
+def _checks(policy: dict, resource: str, verb: str) -> dict:
+    """field -> validation, for each validation that asks the authorizer ``verb`` ``resource``."""
+    found = {}
+    for validation in policy["spec"]["validations"]:
+        expr = validation["expression"]
+        if f"resource('{resource}')" in expr and f".check('{verb}')" in expr:
+            field = validation["messageExpression"].split("'")[1].split(":")[0]
+            found[field] = validation
+    return found
+
+
 def test_the_policy_checks_the_authors_rights_on_every_secret_and_service_account_reference():
     policy = yaml.safe_load(POLICY_FILE.read_text())
-    text = yaml.safe_dump(policy)
     assert policy["spec"]["failurePolicy"] == "Fail"
     rules = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rules == [{"apiGroups": ["mlflow-secrets-auth.io"], "apiVersions": ["*"],
                       "resources": ["mlflowauthbindings"], "operations": ["CREATE", "UPDATE"]}]
-    assert ".subresource('token')" in text and ".check('create')" in text
-    assert "resource('secrets')" in text and ".check('get')" in text
-    for field in ("vault.auth.token.secretRef", "vault.auth.appRole.secretIdRef",
-                  "awsSecretsManager.auth.staticKeys.secretRef",
-                  "azureKeyVault.auth.clientSecret.secretRef",
-                  "vault.auth.kubernetes.serviceAccountName",
-                  "awsSecretsManager.auth.webIdentity.serviceAccountName",
-                  "azureKeyVault.auth.workloadIdentity.serviceAccountName"):
-        assert f"'spec.provider.{field}'" in text, field
+    tokens = _checks(policy, "serviceaccounts", "create")
+    secrets = _checks(policy, "secrets", "get")
+    assert set(tokens) == {f"spec.provider.{f}.serviceAccountName" for f in (
+        "vault.auth.kubernetes", "awsSecretsManager.auth.webIdentity",
+        "azureKeyVault.auth.workloadIdentity")}
+    assert set(secrets) == {f"spec.provider.{f}" for f in (
+        "vault.auth.token.secretRef", "vault.auth.appRole.secretIdRef",
+        "awsSecretsManager.auth.staticKeys.secretRef", "azureKeyVault.auth.clientSecret.secretRef")}
+    assert all(".subresource('token')" in v["expression"] for v in tokens.values())
+    assert all(v["reason"] == "Forbidden" for v in [*tokens.values(), *secrets.values()])
 
 
-def test_every_secret_reference_of_the_crd_is_checked_by_the_policy():
-    """A new secretRef in the CRD must be added to the policy too."""
+def test_every_secret_and_service_account_reference_of_the_crd_is_checked_by_the_policy():
+    """A new secretRef or serviceAccountName in the CRD must be added to the policy too."""
     crd = (Path(CHART).parents[1] / "crds" / "mlflowauthbindings.yaml").read_text()
-    policy = POLICY_FILE.read_text()
-    refs = {line.split(":")[0].strip() for line in crd.splitlines()
-            if line.strip().startswith(("secretRef:", "secretIdRef:"))}
-    assert refs == {"secretRef", "secretIdRef"}
-    assert policy.count("secretRef.name") == 3 and policy.count("secretIdRef.name") == 1
-    assert crd.count("serviceAccountName:") == policy.count("serviceAccountName]]")
+    policy = yaml.safe_load(POLICY_FILE.read_text())
+    refs = [line.strip() for line in crd.splitlines()
+            if line.strip().startswith(("secretRef:", "secretIdRef:"))]
+    assert len(refs) == len(_checks(policy, "secrets", "get")) == 4
+    assert crd.count("serviceAccountName:") == len(_checks(policy, "serviceaccounts", "create"))
 
 
 def test_the_policy_is_bound_with_the_refused_namespaces_and_audiences(render):
