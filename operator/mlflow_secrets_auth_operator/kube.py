@@ -55,15 +55,16 @@ class KubeApi:
         every ServiceAccount through the default system:service-account-issuer-discovery
         binding); None when the server does not serve it."""
         try:
-            resp = self.core.api_client.call_api(
-                "/.well-known/openid-configuration", "GET", auth_settings=["BearerToken"],
-                _preload_content=False, _request_timeout=self.timeout)
+            # the raw body: the client renders this "str" answer as a Python repr, not JSON
+            resp = client.WellKnownApi(self.core.api_client) \
+                .get_service_account_issuer_open_id_configuration(
+                    _preload_content=False, _request_timeout=self.timeout)
+            issuer = json.loads(resp.data).get("issuer")
         except ApiException as exc:
             log.warning("could not read the API server's OIDC discovery: HTTP %s", exc.status)
             return None
-        try:
-            issuer = json.loads(resp[0].data).get("issuer")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, OSError) as exc:
+            log.warning("could not read the API server's OIDC discovery (%s)", type(exc).__name__)
             return None
         return issuer if isinstance(issuer, str) and issuer else None
 
