@@ -8,6 +8,7 @@ does not see them: these tests show the operator's own defence, behind the polic
 from __future__ import annotations
 
 import http.server
+import json
 import secrets
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from mlflow_secrets_auth_operator.logs import Redactor
 from mlflow_secrets_auth_operator.metrics import Metrics
 from mlflow_secrets_auth_operator.settings import Settings
 from tests.e2e.fixtures_operator import create_binding, create_service_account, wait_ready
+from tests.e2e.waiting import wait_for
 
 
 def _kubernetes_binding(openbao, path: str, role: str, **auth) -> dict:
@@ -33,8 +35,9 @@ def _kubernetes_binding(openbao, path: str, role: str, **auth) -> dict:
 
 @pytest.fixture
 def vault_role(openbao, kube_api, namespace, operator):
-    """A Vault role for this namespace's mlflow-reader that sets no audience: Vault then accepts
-    only tokens for the API server's own audiences (what the operator used to send)."""
+    """A Vault role for this namespace's mlflow-reader that sets no audience: OpenBao then accepts
+    a token of whatever audience, the API server's own included (what the operator used to
+    send when a binding named none)."""
     value = "tok-" + secrets.token_hex(12)
     operator.used(value)
     openbao.client().secrets.kv.v2.create_or_update_secret(
@@ -56,19 +59,6 @@ def test_a_binding_naming_the_api_server_audience_is_refused_and_vault_sees_no_l
     assert openbao.tokens_of_role(ns) == []
 
 
-def test_without_an_audience_the_token_is_for_vault_not_for_the_api_server(
-        openbao, operator, kube_api, vault_role):
-    """The default audience is vault: a role that accepts only API-server tokens refuses it."""
-    ns = vault_role
-    create_binding(kube_api, ns, "no-aud", _kubernetes_binding(openbao, f"{ns}/mlflow", ns))
-    wait_ready(kube_api, ns, "no-aud", status="False", reason="AuthenticationFailed")
-    assert openbao.tokens_of_role(ns) == []
-    openbao.write_kubernetes_role(f"{ns}-v", ns, ["mlflow-reader"], [f"{ns}-read"],
-                                  audience="vault")
-    create_binding(kube_api, ns, "vault-aud", _kubernetes_binding(openbao, f"{ns}/mlflow", f"{ns}-v"))
-    wait_ready(kube_api, ns, "vault-aud")
-
-
 def test_aws_web_identity_with_the_api_server_audience_never_reaches_sts(
         moto, operator, kube_api, namespace):
     role = moto.create_web_identity_role(f"r-{secrets.token_hex(4)}")
@@ -84,12 +74,13 @@ def test_aws_web_identity_with_the_api_server_audience_never_reaches_sts(
 
 
 class _Trap(http.server.BaseHTTPRequestHandler):
-    """An address a binding chooses: records every request (and the headers it carried)."""
+    """An address a binding chooses: records every request (method, path, body)."""
 
     seen: list
 
     def _record(self):
-        self.seen.append((self.command, self.path, dict(self.headers)))
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append((self.command, self.path, self.rfile.read(length) if length else b""))
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -141,3 +132,30 @@ def test_the_operator_vault_token_goes_only_to_an_address_the_admin_listed(
         assert openbao.root_token not in refused.message
         listed = reconcile.sync(body(openbao.addr), ctx)
     assert listed.ok, listed.message
+
+
+def test_without_an_audience_the_token_the_operator_sends_is_no_kubernetes_api_credential(
+        operator, kube_api, namespace, trap):
+    """Before, a binding without `audience` made the operator send a token for the API server
+    itself to the binding's address. Now the token it sends is for `vault` only: the API server
+    does not accept it."""
+    from kubernetes import client
+
+    from mlflow_secrets_auth_operator.guard import audiences_of_jwt
+
+    url, seen = trap
+    create_service_account(kube_api, namespace, "mlflow-reader")
+    create_binding(kube_api, namespace, "no-aud", {
+        "provider": {"vault": {"address": url, "path": f"{namespace}/mlflow", "kvVersion": "2",
+                               "auth": {"kubernetes": {"role": "r",
+                                                       "serviceAccountName": "mlflow-reader"}}}},
+        "refresh": {"interval": "1h"}})
+    login = wait_for(lambda: next((body for method, path, body in seen
+                                   if path == "/v1/auth/kubernetes/login"), None),
+                     30, "the operator to log in at the binding's address")
+    jwt = json.loads(login)["jwt"]
+    operator.used(jwt)
+    assert audiences_of_jwt(jwt) == ("vault",)
+    review = client.AuthenticationV1Api(kube_api).create_token_review(client.V1TokenReview(
+        spec=client.V1TokenReviewSpec(token=jwt)))
+    assert not review.status.authenticated
