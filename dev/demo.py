@@ -103,7 +103,8 @@ def setup_team(stack: Stack, ns: str) -> tuple[tuple[str, str], tuple[str, str],
     kubectl(stack, "create", "serviceaccount", "mlflow-reader", "-n", ns)
     path = f"teams/{ns}/mlflow"
     stack.openbao.write_read_policy(f"{ns}-mlflow", [f"secret/data/{path}"])
-    stack.openbao.write_kubernetes_role(f"{ns}-mlflow", ns, ["mlflow-reader"], [f"{ns}-mlflow"])
+    stack.openbao.write_kubernetes_role(f"{ns}-mlflow", ns, ["mlflow-reader"], [f"{ns}-mlflow"],
+                                       audience="vault")
     alice = ("alice-" + ns[-5:], "pw-" + secrets.token_urlsafe(12))
     bob = ("bob-" + ns[-5:], "pw-" + secrets.token_urlsafe(12))
     experiment = ns

@@ -123,7 +123,9 @@ class VaultKubernetesAuth(_Model):
     role: str = Field(min_length=1)
     service_account_name: str = Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)
     mount_path: str = "kubernetes"
-    audience: Optional[str] = None
+    # Never empty: a TokenRequest without audiences is a token for the Kubernetes API itself.
+    # The Vault role must name the same audience (``audience=vault`` on the role).
+    audience: str = Field(default="vault", min_length=1, max_length=256)
 
 
 class VaultTokenAuth(_Model):
@@ -166,7 +168,7 @@ class VaultProvider(_Model):
 class AwsWebIdentityAuth(_Model):
     role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
     service_account_name: str = Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    audience: str = "sts.amazonaws.com"
+    audience: str = Field(default="sts.amazonaws.com", min_length=1, max_length=256)
 
 
 class AwsKeysSecretRef(_Model):
@@ -209,7 +211,7 @@ class AzureWorkloadIdentityAuth(_Model):
     client_id: str = Field(min_length=1)
     service_account_name: str = Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)
     authority_host: Optional[str] = Field(default=None, pattern=HTTPS_URL_RE)
-    audience: str = "api://AzureADTokenExchange"
+    audience: str = Field(default="api://AzureADTokenExchange", min_length=1, max_length=256)
 
 
 class AzureClientSecretAuth(_Model):

@@ -108,7 +108,7 @@ def main() -> int:
         core.create_namespaced_secret(NAMESPACE, client.V1Secret(
             metadata=client.V1ObjectMeta(name="vault-token"), string_data={"token": token}))
         if args.auth == "kubernetes":
-            bao.write_kubernetes_role("bench", NAMESPACE, ["mlflow-reader"], ["bench"])
+            bao.write_kubernetes_role("bench", NAMESPACE, ["mlflow-reader"], ["bench"], audience="vault")
             core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(
                 metadata=client.V1ObjectMeta(name="mlflow-reader")))
             auth = {"kubernetes": {"role": "bench", "serviceAccountName": "mlflow-reader"}}

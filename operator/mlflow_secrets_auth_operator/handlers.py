@@ -43,4 +43,4 @@ async def observe(body: kopf.Body, memo: kopf.Memo, type: str, **_) -> None:  # 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
 async def keep_fresh(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_) -> None:
-    await loop.run(body, memo, stopped, memo["context"], memo["executor"])
+    await loop.run(body, memo, stopped, memo["context"], memo["executor"], memo["limiter"])

@@ -20,16 +20,10 @@ from kubernetes.client.rest import ApiException
 from mlflow_secrets_auth.providers import AuthenticationFailed, PermissionDenied, aws, azure, vault
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
 
+from . import deadline, guard
+from .errors import SyncError
 from .logs import Redactor
 from .settings import Settings
-
-
-class SyncError(Exception):
-    """A sync failed for a reason the binding's owner can act on (never contains a secret)."""
-
-    def __init__(self, reason: str, message: str, transient: bool = False):
-        super().__init__(message)
-        self.reason, self.message, self.transient = reason, message, transient
 
 
 class KubePort(Protocol):
@@ -51,18 +45,23 @@ def _secret_key(kube: KubePort, namespace: str, name: str, key: str, field: str,
                         f"{namespace!r}; create it there (references never cross namespaces)")
     value = data.get(key)
     if not value or not value.strip():
-        keys = ", ".join(sorted(data)) or "none"
+        # nothing more about the Secret than that the key is missing or empty: the binding's
+        # author may not be allowed to read it
         raise SyncError("SecretRefNotFound", f"{field}: Secret {namespace}/{name} has no non-empty "
-                        f"key {key!r} (its keys: {keys})")
+                        f"key {key!r}; fix the key name or add the key to the Secret")
     redactor.add(value)
     return value.strip()
 
 
 def _token(kube: KubePort, namespace: str, service_account: str, audience: Optional[str],
            field: str, settings: Settings, redactor: Redactor) -> str:
+    """A TokenRequest for ``namespace/service_account``, always for exactly one audience that is
+    not the API server's (``field`` names the ServiceAccount; its sibling ``audience`` field is
+    named when the audience is refused)."""
+    audience_field = field.rsplit(".", 1)[0] + ".audience"
+    audience = guard.check_audience(audience, audience_field, settings.api_audiences)
     try:
-        token = kube.request_token(namespace, service_account, [audience] if audience else [],
-                                   settings.token_seconds)
+        token = kube.request_token(namespace, service_account, [audience], settings.token_seconds)
     except ApiException as exc:
         if exc.status == 404:
             raise SyncError("ServiceAccountNotFound", f"{field}: no ServiceAccount "
@@ -82,11 +81,14 @@ def _api_error(exc: ApiException, what: str) -> SyncError:
                      f"{exc.reason}", transient=True)
 
 
-def _operator_identity(settings: Settings, field: str) -> None:
+def _operator_identity(settings: Settings, field: str, address: str) -> None:
+    """The operator's own identity: only when the admin allowed it, and only to an address the
+    admin listed (``address`` is where the binding would make the operator send it)."""
     if not settings.allow_operator_identity:
         raise SyncError("OperatorIdentityNotAllowed", f"{field}: the cluster admin has not allowed "
                         f"bindings to use the operator's own identity; use a namespace identity "
                         f"(ServiceAccount or Secret in this namespace)")
+    guard.check_operator_identity_address(address, field, settings.operator_identity_addresses)
 
 
 def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
@@ -133,11 +135,13 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
                                          redactor) if ref.session_token_key else None)
             credentials = aws.AwsStaticKeys(key_id, secret, session_token)
         else:
-            _operator_identity(settings, f"{base}.operatorIdentity")
+            _operator_identity(settings, f"{base}.operatorIdentity", spec.endpoint_url or
+                               f"https://secretsmanager.{spec.region}.amazonaws.com")
             credentials = None
+        send = deadline.botocore_send(settings.max_answer_bytes, timeout)
         return lambda: fetchers["awsSecretsManager"](
             spec.secret_id, spec.region, credentials, version_stage=spec.version_stage,
-            endpoint_url=spec.endpoint_url, timeout=timeout)
+            endpoint_url=spec.endpoint_url, timeout=timeout, send=send)
 
     spec, base = provider.azure_key_vault, "spec.provider.azureKeyVault.auth"
     auth = spec.auth
@@ -151,11 +155,12 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
         secret = _ref(kube, namespace, cs.secret_ref, f"{base}.clientSecret.secretRef", redactor)
         credentials = azure.AzureClientSecret(cs.tenant_id, cs.client_id, secret, cs.authority_host)
     else:
-        _operator_identity(settings, f"{base}.operatorIdentity")
+        _operator_identity(settings, f"{base}.operatorIdentity", spec.vault_url)
         credentials = None
     ca = ca_bundle(spec.ca_cert, ca_dir, "spec.provider.azureKeyVault.caCert")
-    return lambda: fetchers["azureKeyVault"](spec.vault_url, spec.secret_name, credentials,
-                                             version=spec.version, ca_bundle=ca, timeout=timeout)
+    return lambda: fetchers["azureKeyVault"](
+        spec.vault_url, spec.secret_name, credentials, version=spec.version, ca_bundle=ca,
+        timeout=timeout, session=_session(settings.max_answer_bytes))
 
 
 class VaultLogins:
@@ -221,13 +226,14 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
         return fetchers["vault"](spec.address, spec.path, credentials, mount=spec.mount,
                                  kv_version=spec.kv_version, namespace=spec.namespace,
                                  ca_bundle=ca, timeout=settings.provider_timeout,
-                                 version_cache=kv_versions, session=_session())
+                                 version_cache=kv_versions,
+                                 session=_session(settings.max_answer_bytes))
 
     if auth.token is not None:
         token = _ref(kube, namespace, auth.token.secret_ref, f"{base}.token.secretRef", redactor)
         return lambda: read(vault.VaultToken(token))
     if auth.kubernetes is None and auth.app_role is None:
-        _operator_identity(settings, f"{base}.operatorIdentity")
+        _operator_identity(settings, f"{base}.operatorIdentity", spec.address)
         if not settings.vault_token:
             raise SyncError("OperatorIdentityNotAllowed", f"{base}.operatorIdentity: the "
                             f"operator has no VAULT_TOKEN of its own")
@@ -256,7 +262,7 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
     def login() -> Tuple[str, int]:
         token, lease = fetchers["vaultLogin"](spec.address, credentials(), namespace=spec.namespace,
                                               ca_bundle=ca, timeout=settings.provider_timeout,
-                                              session=_session())
+                                              session=_session(settings.max_answer_bytes))
         redactor.add(token)
         return token, lease
 
@@ -274,17 +280,10 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
     return call
 
 
-_local = threading.local()
-
-
-def _session():
-    """One requests.Session per worker thread, so Vault calls reuse their connections."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        import requests
-
-        session = _local.session = requests.Session()
-    return session
+def _session(max_bytes: int):
+    """One requests.Session per worker thread, so provider calls reuse their connections; its
+    calls obey the sync's deadline and answer cap (deadline.py)."""
+    return deadline.thread_session(max_bytes)
 
 
 def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor: Redactor) -> str:

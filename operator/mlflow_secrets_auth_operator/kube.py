@@ -50,6 +50,24 @@ class KubeApi:
         self._lock = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
+    def service_account_issuer(self) -> Optional[str]:
+        """The API server's ServiceAccount issuer from its OIDC discovery document (readable by
+        every ServiceAccount through the default system:service-account-issuer-discovery
+        binding); None when the server does not serve it."""
+        try:
+            # the raw body: the client renders this "str" answer as a Python repr, not JSON
+            resp = client.WellKnownApi(self.core.api_client) \
+                .get_service_account_issuer_open_id_configuration(
+                    _preload_content=False, _request_timeout=self.timeout)
+            issuer = json.loads(resp.data).get("issuer")
+        except ApiException as exc:
+            log.warning("could not read the API server's OIDC discovery: HTTP %s", exc.status)
+            return None
+        except (ValueError, AttributeError, OSError) as exc:
+            log.warning("could not read the API server's OIDC discovery (%s)", type(exc).__name__)
+            return None
+        return issuer if isinstance(issuer, str) and issuer else None
+
     def read_secret(self, namespace: str, name: str) -> Optional[Dict]:
         """The Secret as a plain dict (base64 data as stored), or None when it does not exist."""
         try:

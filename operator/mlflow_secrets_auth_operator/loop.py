@@ -35,6 +35,26 @@ class BindingState:
     last_reason: Optional[str] = None
 
 
+class NamespaceLimiter:
+    """At most ``limit`` syncs of one namespace run at once, so one tenant's slow secret manager
+    holds at most its share of the worker pool; the others' syncs go on."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self._slots: dict = {}   # namespace -> [asyncio.Semaphore, users]
+
+    async def run(self, namespace: str, executor: Executor, fn, *args):
+        slot = self._slots.setdefault(namespace, [asyncio.Semaphore(self.limit), 0])
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        finally:
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._slots[namespace]  # a namespace with nothing queued costs nothing
+
+
 def state_of(memo) -> BindingState:
     state = memo.get("binding_state")
     if state is None:
@@ -84,8 +104,10 @@ async def _sleep(state: BindingState, stopped, seconds: float) -> None:
             task.cancel()
 
 
-async def run(body: Mapping, memo, stopped, ctx: Context, executor: Executor) -> None:
-    """Keep one binding's Secret fresh until the daemon is stopped."""
+async def run(body: Mapping, memo, stopped, ctx: Context, executor: Executor,
+              limiter: NamespaceLimiter) -> None:
+    """Keep one binding's Secret fresh until the daemon is stopped; its syncs share
+    ``executor`` with every binding, and ``limiter`` with those of its namespace."""
     state = state_of(memo)
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -108,7 +130,7 @@ async def run(body: Mapping, memo, stopped, ctx: Context, executor: Executor) ->
                                                           "status") if k in body})
             state.last_generation = snapshot["metadata"].get("generation")
             state.last_request = _request_of(snapshot)
-            outcome = await loop.run_in_executor(executor, reconcile.sync, snapshot, ctx)
+            outcome = await limiter.run(namespace, executor, reconcile.sync, snapshot, ctx)
             if outcome.written and ctx.nudger is not None:  # pods see it now, not in a minute
                 ctx.nudger.request(namespace, name, outcome.secret_resource_version)
             try:

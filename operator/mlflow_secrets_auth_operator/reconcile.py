@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from mlflow_secrets_auth.providers import ProviderError, SecretValue
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, secret_name_for
 
-from . import builders, credential
+from . import builders, credential, deadline, guard
 from .identity import DEFAULT_FETCHERS, SyncError, VaultLogins, provider_call
 from .logs import Redactor
 from .metrics import Metrics
@@ -69,7 +69,8 @@ def sync(body: Mapping, ctx: Context) -> builders.Outcome:
     provider = _provider_kind(body)
     try:
         binding = parse_binding(body)
-        outcome = _sync(binding, ctx)
+        with deadline.Deadline(ctx.settings.provider_deadline):
+            outcome = _sync(binding, ctx)
     except SyncError as exc:
         outcome = builders.Outcome.failure(exc.reason, exc.message, exc.transient)
     except ProviderError as exc:
@@ -95,6 +96,7 @@ def _provider_kind(body: Mapping) -> str:
 def _sync(binding: MlflowAuthBinding, ctx: Context) -> builders.Outcome:
     spec = binding.spec
     kind = spec.provider.kind
+    guard.check_namespace(binding.metadata.namespace or "default", ctx.settings.namespaces_refused)
     call = provider_call(binding, ctx.kube, ctx.settings, ctx.redactor, ctx.fetchers, ctx.ca_dir,
                          ctx.kv_versions, ctx.vault_logins)
     value: SecretValue = call()

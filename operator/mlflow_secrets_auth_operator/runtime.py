@@ -5,6 +5,7 @@ import asyncio
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,7 @@ import kopf
 
 from .kube import KubeApi, api_client
 from .logs import Redactor
+from .loop import NamespaceLimiter
 from .metrics import Metrics
 from .nudger import Nudger
 from .reconcile import Context
@@ -60,20 +62,26 @@ def start(memo: kopf.Memo) -> None:
     redactor: Redactor = memo.get("redactor") or Redactor()
     exchange_client = None
     try:
+        from . import deadline
         from .exchange import TokenClient
-        exchange_client = TokenClient()
+        exchange_client = TokenClient(
+            session_factory=lambda: deadline.session(settings.max_answer_bytes))
     except ImportError:  # pragma: no cover - exchange is part of the package
         log.warning("OAuth2 exchange unavailable")
     memo["settings"], memo["metrics"], memo["redactor"] = settings, metrics, redactor
     memo["ca_dir"] = tempfile.TemporaryDirectory(prefix="msa-ca-")
     memo["executor"] = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="sync")
+    memo["limiter"] = NamespaceLimiter(settings.namespace_limit)  # one namespace's share of it
     memo["api_client"] = api_client(pool_size=max(settings.workers * 2, 8))
     kube = KubeApi(memo["api_client"])
+    settings = memo["settings"] = with_api_audiences(settings, kube)
     memo["context"] = Context(settings=settings, kube=kube, metrics=metrics,
                               redactor=redactor, exchange=exchange_client,
                               ca_dir=Path(memo["ca_dir"].name), nudger=start_nudger(memo, kube))
     log.info("operator started", extra={
         "namespaces": list(settings.namespaces) or "all",
+        "refused_namespaces": list(settings.namespaces_refused),
+        "refused_audiences": list(settings.api_audiences),
         "allow_operator_identity": settings.allow_operator_identity,
         "peering": settings.peering or "standalone", "nudge_pods": settings.nudge_pods})
 
@@ -88,6 +96,32 @@ def start_nudger(memo: kopf.Memo, kube) -> Optional[Nudger]:
     nudger = Nudger(kube, memo["metrics"], rate=settings.nudge_rate, burst=settings.nudge_burst)
     memo["nudge_task"] = asyncio.get_running_loop().create_task(nudger.run(), name="nudge-pods")
     return nudger
+
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def with_api_audiences(settings: Settings, kube, token_file: Path = SERVICE_ACCOUNT_TOKEN
+                       ) -> Settings:
+    """``settings`` with every audience the API server accepts as its own: those the admin
+    configured (``MSA_API_AUDIENCES``), the ServiceAccount issuer from the server's OIDC
+    discovery (the default of --api-audiences), and the audiences of the operator's own
+    ServiceAccount token (the kubelet requests it for exactly the API server's audiences).
+    Bindings naming any of them are refused (guard.check_audience)."""
+    from .guard import audiences_of_jwt
+
+    learned = list(settings.api_audiences)
+    issuer = kube.service_account_issuer()
+    if issuer:
+        learned.append(issuer)
+    try:
+        learned.extend(audiences_of_jwt(token_file.read_text().strip()))
+    except OSError:
+        pass  # not in a pod (a kubeconfig): discovery and the configured list must do
+    if not learned:
+        log.warning("could not learn the API server's audiences (no OIDC discovery, no "
+                    "MSA_API_AUDIENCES): set the chart value operator.apiAudiences")
+    return replace(settings, api_audiences=tuple(dict.fromkeys(learned)))
 
 
 def stop(memo: kopf.Memo) -> None:

@@ -25,6 +25,14 @@ def _float(value: str, name: str, minimum: float = 0.0) -> float:
     return number
 
 
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def _list(value: str) -> Tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the cluster admin can tune (the chart sets these env vars)."""
@@ -42,12 +50,23 @@ class Settings:
     backoff_base: float = 2.0                      # MSA_BACKOFF_BASE seconds
     backoff_cap: float = 300.0                     # MSA_BACKOFF_CAP seconds
     refresh_jitter: float = 0.1                    # MSA_REFRESH_JITTER: refresh up to 10% early
-    provider_timeout: float = 10.0                 # MSA_PROVIDER_TIMEOUT seconds per call
+    provider_timeout: float = 10.0                 # MSA_PROVIDER_TIMEOUT seconds per connect/read
+    provider_deadline: float = 30.0                # MSA_PROVIDER_DEADLINE: total seconds per sync
     token_seconds: int = 600                       # MSA_TOKEN_SECONDS: TokenRequest lifetime
     workers: int = 16                              # MSA_WORKERS: concurrent syncs
     nudge_pods: bool = True                        # MSA_NUDGE_PODS: nudge pods after a rotation
     nudge_rate: float = 20.0                       # MSA_NUDGE_RATE: pod requests per second
     nudge_burst: int = 20                          # MSA_NUDGE_BURST
+    # MSA_NAMESPACE_WORKERS: concurrent syncs of one namespace (0 = a quarter of the workers)
+    namespace_workers: int = 0
+    max_answer_bytes: int = MAX_ANSWER_BYTES       # MSA_MAX_ANSWER_BYTES: cap on a provider answer
+    # MSA_API_AUDIENCES: the API server's audiences (refused in bindings), besides those learned
+    api_audiences: Tuple[str, ...] = ()
+    # MSA_OPERATOR_IDENTITY_ADDRESSES: where allowOperatorIdentity may send the operator's identity
+    operator_identity_addresses: Tuple[str, ...] = ()
+    # MSA_REFUSED_NAMESPACES: no binding is served there; MSA_OPERATOR_NAMESPACE is added
+    refused_namespaces: Tuple[str, ...] = SYSTEM_NAMESPACES
+    operator_namespace: str = ""                   # MSA_OPERATOR_NAMESPACE (the chart's release)
     vault_token: Optional[str] = field(default=None, repr=False)  # VAULT_TOKEN (operator identity)
 
     @classmethod
@@ -73,10 +92,32 @@ class Settings:
             backoff_cap=_float(get("MSA_BACKOFF_CAP", "300"), "MSA_BACKOFF_CAP", 1.0),
             refresh_jitter=_float(get("MSA_REFRESH_JITTER", "0.1"), "MSA_REFRESH_JITTER"),
             provider_timeout=_float(get("MSA_PROVIDER_TIMEOUT", "10"), "MSA_PROVIDER_TIMEOUT", 0.5),
+            provider_deadline=_float(get("MSA_PROVIDER_DEADLINE", "30"), "MSA_PROVIDER_DEADLINE",
+                                     1.0),
             token_seconds=int(_float(get("MSA_TOKEN_SECONDS", "600"), "MSA_TOKEN_SECONDS", 600)),
             workers=int(_float(get("MSA_WORKERS", "16"), "MSA_WORKERS", 1)),
             nudge_pods=_bool(get("MSA_NUDGE_PODS", "true"), "MSA_NUDGE_PODS"),
             nudge_rate=_float(get("MSA_NUDGE_RATE", "20"), "MSA_NUDGE_RATE", 0.1),
             nudge_burst=int(_float(get("MSA_NUDGE_BURST", "20"), "MSA_NUDGE_BURST", 1)),
+            namespace_workers=int(_float(get("MSA_NAMESPACE_WORKERS", "0"),
+                                         "MSA_NAMESPACE_WORKERS")),
+            max_answer_bytes=int(_float(get("MSA_MAX_ANSWER_BYTES", str(MAX_ANSWER_BYTES)),
+                                        "MSA_MAX_ANSWER_BYTES", 1024)),
+            api_audiences=_list(get("MSA_API_AUDIENCES", "")),
+            operator_identity_addresses=_list(get("MSA_OPERATOR_IDENTITY_ADDRESSES", "")),
+            refused_namespaces=_list(get("MSA_REFUSED_NAMESPACES", ",".join(SYSTEM_NAMESPACES))),
+            operator_namespace=get("MSA_OPERATOR_NAMESPACE", "").strip(),
             vault_token=get("VAULT_TOKEN") or None,
         )
+
+    @property
+    def namespace_limit(self) -> int:
+        """How many syncs of one namespace may run at once (its share of the workers)."""
+        if self.namespace_workers > 0:
+            return min(self.namespace_workers, self.workers)
+        return max(1, self.workers // 4)
+
+    @property
+    def namespaces_refused(self) -> Tuple[str, ...]:
+        extra = (self.operator_namespace,) if self.operator_namespace else ()
+        return tuple(dict.fromkeys(self.refused_namespaces + extra))

@@ -397,7 +397,8 @@ def test_chart_operator_runs_as_deployed_and_syncs_bindings_with_only_its_rbac(r
         openbao.client().secrets.kv.v2.create_or_update_secret(
             path=path, secret={"username": "alice", "password": "s3cr3t-" + secrets.token_hex(4)})
         openbao.write_read_policy(f"read-{team}", [f"secret/data/{path}"])
-        openbao.write_kubernetes_role(f"role-{team}", team, ["mlflow-reader"], [f"read-{team}"])
+        openbao.write_kubernetes_role(f"role-{team}", team, ["mlflow-reader"], [f"read-{team}"],
+                                       audience="vault")
         token = openbao.client().auth.token.create(policies=[f"read-{team}"], ttl="1h")["auth"]["client_token"]
         kube.kubectl("-n", team, "create", "serviceaccount", "mlflow-reader")
         kube.kubectl("-n", team, "create", "secret", "generic", "vault-token", f"--from-literal=token={token}")

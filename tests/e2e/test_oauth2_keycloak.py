@@ -52,7 +52,8 @@ def store_client(openbao, kube_api, namespace: str, client_id: str, client_secre
         path=path, secret={"client_id": client_id, "client_secret": client_secret},
         mount_point="secret")
     openbao.write_read_policy(f"{namespace}-oauth2", [f"secret/data/{namespace}/*"])
-    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-oauth2"])
+    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-oauth2"],
+                                   audience="vault")
     create_service_account(kube_api, namespace, "mlflow-reader")
     return path
 

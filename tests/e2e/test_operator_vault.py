@@ -78,7 +78,8 @@ def test_vault_kubernetes_auth_kv1_basic_uses_the_namespace_service_account(
     openbao.client().secrets.kv.v1.create_or_update_secret(
         path=path, secret={"user": "alice", "pass": password}, mount_point="kv1")
     openbao.write_read_policy(f"{namespace}-kv1", [f"kv1/{namespace}/*"])
-    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-kv1"])
+    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-kv1"],
+                                   audience="vault")
     create_service_account(kube_api, namespace, "mlflow-reader")
     create_binding(kube_api, namespace, "basic", {
         "provider": {"vault": {"address": openbao.addr, "mount": "kv1", "path": path,
@@ -96,7 +97,8 @@ def test_vault_kubernetes_auth_kv1_basic_uses_the_namespace_service_account(
 def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocation(
         openbao, operator, kube_api, namespace):
     openbao.write_read_policy(f"{namespace}-kv2", [f"secret/data/{namespace}/*"])
-    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-kv2"])
+    openbao.write_kubernetes_role(namespace, namespace, ["mlflow-reader"], [f"{namespace}-kv2"],
+                                   audience="vault")
     create_service_account(kube_api, namespace, "mlflow-reader")
     values = {name: "tok-" + secrets.token_hex(12) for name in ("a", "b", "c")}
     operator.used(*values.values())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
                SecretNotFound, SecretValue, require)
@@ -41,10 +41,13 @@ _NOT_FOUND_CODES = {"ResourceNotFoundException"}
 
 def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
           version_stage: Optional[str] = "AWSCURRENT", endpoint_url: Optional[str] = None,
-          ca_bundle: Optional[str] = None, timeout: float = 10.0) -> SecretValue:
+          ca_bundle: Optional[str] = None, timeout: float = 10.0,
+          send: Optional[Callable] = None) -> SecretValue:
     """Read one secret version; ``credentials=None`` uses boto3's default chain.
 
     ``endpoint_url`` overrides both Secrets Manager and STS (VPC endpoints, test servers).
+    ``send``: a botocore ``before-send`` handler that sends each request itself and returns the
+    ``AWSResponse`` (the operator's HTTP with a total deadline); default: botocore's own HTTP.
     """
     boto3 = require("boto3", "aws")
     botocore = require("botocore", "aws")
@@ -53,9 +56,10 @@ def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
     config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2})
     verify = ca_bundle if ca_bundle else None
     try:
-        session = _session(boto3, region, credentials, endpoint_url, config, verify)
-        client = session.client("secretsmanager", region_name=region, endpoint_url=endpoint_url,
-                                config=config, verify=verify)
+        session = _session(boto3, region, credentials, endpoint_url, config, verify, send)
+        client = _routed(session.client("secretsmanager", region_name=region,
+                                        endpoint_url=endpoint_url, config=config, verify=verify),
+                         send)
         kwargs = {"SecretId": secret_id}
         if version_stage:
             kwargs["VersionStage"] = version_stage
@@ -80,7 +84,13 @@ def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
     return SecretValue(content=content, version=resp.get("VersionId"))
 
 
-def _session(boto3, region, credentials, endpoint_url, config, verify):
+def _routed(client, send):
+    if send is not None:
+        client.meta.events.register("before-send", send)
+    return client
+
+
+def _session(boto3, region, credentials, endpoint_url, config, verify, send=None):
     if credentials is None:
         return boto3.session.Session(region_name=region)
     if isinstance(credentials, AwsStaticKeys):
@@ -94,9 +104,9 @@ def _session(boto3, region, credentials, endpoint_url, config, verify):
         from botocore.config import Config
 
         # AssumeRoleWithWebIdentity is an unsigned call: no ambient credentials are involved.
-        sts = boto3.session.Session(region_name=region).client(
+        sts = _routed(boto3.session.Session(region_name=region).client(
             "sts", region_name=region, endpoint_url=endpoint_url, verify=verify,
-            config=config.merge(Config(signature_version=UNSIGNED)))
+            config=config.merge(Config(signature_version=UNSIGNED))), send)
         try:
             resp = sts.assume_role_with_web_identity(
                 RoleArn=credentials.role_arn, RoleSessionName=credentials.session_name,

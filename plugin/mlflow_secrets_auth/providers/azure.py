@@ -38,17 +38,30 @@ AzureCredential = Union[AzureClientSecret, AzureWorkloadIdentity, Any, None]
 
 def fetch(vault_url: str, name: str, credential: AzureCredential = None, *,
           version: Optional[str] = None, ca_bundle: Optional[str] = None,
-          timeout: float = 10.0, verify_challenge_resource: bool = True) -> SecretValue:
-    """Read one secret; ``credential=None`` uses ``DefaultAzureCredential``."""
+          timeout: float = 10.0, verify_challenge_resource: bool = True,
+          session=None) -> SecretValue:
+    """Read one secret; ``credential=None`` uses ``DefaultAzureCredential``.
+
+    ``session``: a ``requests.Session`` that carries the Key Vault and Entra ID calls (the
+    operator's HTTP with a total deadline); default: azure-core's own.
+    """
     require("azure.keyvault.secrets", "azure")
     identity = require("azure.identity", "azure")
     errors = require("azure.core.exceptions", "azure")
     from azure.keyvault.secrets import SecretClient
 
-    token_credential = _credential(identity, credential)
     transport_kwargs = {"connection_timeout": timeout, "read_timeout": timeout}
     if ca_bundle:
         transport_kwargs["connection_verify"] = ca_bundle
+    if session is not None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        def transport():
+            return RequestsTransport(session=session, session_owner=False, **transport_kwargs)
+        token_credential = _credential(identity, credential, transport=transport())
+        transport_kwargs = {"transport": transport()}
+    else:
+        token_credential = _credential(identity, credential)
     client = SecretClient(vault_url=vault_url, credential=token_credential,
                           verify_challenge_resource=verify_challenge_resource, **transport_kwargs)
     try:
@@ -83,15 +96,16 @@ def fetch(vault_url: str, name: str, credential: AzureCredential = None, *,
     return SecretValue(content=secret.value, version=secret.properties.version, expires_at=expires)
 
 
-def _credential(identity, credential):
+def _credential(identity, credential, **pipeline):
     if credential is None:
-        return identity.DefaultAzureCredential()
+        return identity.DefaultAzureCredential(**pipeline)
     if isinstance(credential, AzureClientSecret):
         kwargs = {"authority": credential.authority_host} if credential.authority_host else {}
         return identity.ClientSecretCredential(credential.tenant_id, credential.client_id,
-                                               credential.client_secret, **kwargs)
+                                               credential.client_secret, **kwargs, **pipeline)
     if isinstance(credential, AzureWorkloadIdentity):
         kwargs = {"authority": credential.authority_host} if credential.authority_host else {}
+        kwargs.update(pipeline)
         assertion = credential.assertion
         return identity.ClientAssertionCredential(credential.tenant_id, credential.client_id,
                                                   lambda: assertion, **kwargs)

@@ -71,7 +71,8 @@ def test_the_binding_loop_asks_for_a_nudge_after_writing_a_changed_secret():
         ctx.nudger = _RecordingNudger(stopped)
         with ThreadPoolExecutor(1) as executor:
             await asyncio.wait_for(loop.run(binding(VALID["vault-token-bearer"]), {}, stopped,
-                                            ctx, executor), timeout=30)
+                                            ctx, executor, loop.NamespaceLimiter(1)),
+                                   timeout=30)
         return ctx.nudger.requests
     assert asyncio.run(main()) == [("team-a", "mlflow", "1")]
 

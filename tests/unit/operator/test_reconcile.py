@@ -71,7 +71,7 @@ def test_kubernetes_auth_requests_a_token_for_the_namespace_service_account():
                          "vaultLogin": _vault_login(logins)})
     outcome = reconcile.sync(binding(VALID["vault-kubernetes-basic-kv1"]), ctx)
     assert outcome.ok
-    assert kube.token_requests == [("team-a", "mlflow-reader", (), 600)]
+    assert kube.token_requests == [("team-a", "mlflow-reader", ("vault",), 600)]
     assert logins == [VaultKubernetes("mlflow", "sa-token-for-team-a-mlflow-reader", "kubernetes")]
     assert calls[0][2] == VaultToken("hvs.login-1")
     assert calls[0][3]["kv_version"] == "1" and calls[0][3]["mount"] == "kv"
@@ -210,7 +210,8 @@ def test_operator_identity_is_refused_unless_allowed():
     ctx = context(FakeKube(), {"azureKeyVault": lambda *a, **k: calls.append(a) or SecretValue('{"token": "t0ken"}')})
     refused = reconcile.sync(binding(VALID["azure-operator-identity"]), ctx)
     assert refused.reason == "OperatorIdentityNotAllowed" and calls == []
-    allowed = context(FakeKube(), ctx.fetchers, allow_operator_identity=True)
+    allowed = context(FakeKube(), ctx.fetchers, allow_operator_identity=True,
+                      operator_identity_addresses=("https://127.0.0.1:8443",))
     assert reconcile.sync(binding(VALID["azure-operator-identity"]), allowed).ok
 
 
