@@ -182,6 +182,31 @@ class Images:
                      "--runroot", str(self.storage / "runroot"), "--storage-driver", "vfs", *args],
                     what, log=self.log, **kw)
 
+    def _pip_mounts(self) -> list[str]:
+        """What ``RUN`` steps see, mounted for the build and not kept in the image: a pip.conf that
+        trusts what this machine trusts (its CA bundle: an HTTPS proxy's CA among them) and
+        constrains every package to the version the dev venv resolved (Debian's pip 23.0.1 otherwise
+        backtracks through hundreds of boto3 releases; the tests ran with these versions)."""
+        conf_lines = ["[global]"]
+        mounts: list[str] = []
+        bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+        if bundle.is_file():
+            conf_lines.append(f"cert = {bundle}")
+            mounts += ["--volume", f"{bundle}:{bundle}:ro"]
+        constraints = self.dir / "constraints.txt"
+        constraints.write_text(self.constraints)
+        conf_lines.append("constraint = /etc/pip-constraints.txt")
+        mounts += ["--volume", f"{constraints}:/etc/pip-constraints.txt:ro"]
+        conf = self.dir / "pip.conf"
+        conf.write_text("\n".join(conf_lines) + "\n")
+        return mounts + ["--volume", f"{conf}:/etc/pip.conf:ro"]
+
+    @property
+    def constraints(self) -> str:
+        if not hasattr(self, "_constraints"):
+            self._constraints = venv_constraints()
+        return self._constraints
+
     def _have(self, ref: str) -> bool:
         result = subprocess.run([self.tools["buildah"], "--root", str(self.storage / "root"),
                                  "--runroot", str(self.storage / "runroot"), "--storage-driver",
@@ -288,11 +313,12 @@ class Images:
     def _project(self, base: str) -> str:
         inputs = [REPO / n for n in ("Dockerfile", "pyproject.toml", "README.md", "plugin", "api",
                                      "operator", "webhook")]
-        tag = _hash(RECIPE_VERSION, base, _tree_hash(inputs))
+        tag = _hash(RECIPE_VERSION, base, _tree_hash(inputs), self.constraints)
         ref = f"localhost/mlflow-secrets-auth:{tag}"
         if not self._have(ref):
             print(f"building {PROJECT_IMAGE} from the Dockerfile ({ref})", file=sys.stderr, flush=True)
             self.buildah("bud", "--isolation", "chroot", "--pull=never", "--layers=false",
+                         *self._pip_mounts(),
                          "--build-arg", f"PYTHON_IMAGE={base}", "-f", str(REPO / "Dockerfile"),
                          "-t", ref, str(REPO), what="buildah bud (the project's Dockerfile)")
         self.buildah("tag", ref, PROJECT_IMAGE, what="buildah tag")
@@ -301,7 +327,7 @@ class Images:
         return PROJECT_IMAGE
 
     def _client(self, base: str) -> str:
-        tag = _hash(RECIPE_VERSION, base, CLIENT_CONTAINERFILE, self.mlflow_version)
+        tag = _hash(RECIPE_VERSION, base, CLIENT_CONTAINERFILE, self.mlflow_version, self.constraints)
         ref = f"localhost/msa-mlflow-client:{tag}"
         if self._have(ref):
             return ref
@@ -310,11 +336,24 @@ class Images:
         with tempfile.TemporaryDirectory(dir=self.dir, prefix="client-") as tmp:
             (Path(tmp) / "Containerfile").write_text(CLIENT_CONTAINERFILE)
             self.buildah("bud", "--isolation", "chroot", "--pull=never", "--layers=false",
+                         *self._pip_mounts(),
                          "--build-arg", f"PYTHON_IMAGE={base}",
                          "--build-arg", f"MLFLOW_VERSION={self.mlflow_version}",
                          "-f", str(Path(tmp) / "Containerfile"), "-t", ref, tmp,
                          what="buildah bud (the MLflow client image)")
         return ref
+
+
+def venv_constraints() -> str:
+    """``pip freeze`` of this interpreter (the dev venv), without the project and direct URLs."""
+    result = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"`pip freeze` in {sys.executable} failed: {result.stderr.strip()}")
+    lines = [line for line in result.stdout.splitlines()
+             if "==" in line and " @ " not in line and not line.startswith(("-e", "#"))
+             and not line.lower().startswith("mlflow-secrets-auth==")]
+    return "\n".join(sorted(lines, key=str.lower)) + "\n"
 
 
 def mlflow_version() -> str:

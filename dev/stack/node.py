@@ -112,7 +112,6 @@ def network_up() -> None:
         _sh("iptables", "-N", fwd)
         _sh("iptables", "-A", fwd, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP")
         _sh("iptables", "-A", fwd, "-o", BRIDGE, "!", "-i", BRIDGE, "-j", "DROP")
-        _sh("iptables", "-A", fwd, "-s", POD_CIDR, "-j", "DROP")
         _sh("iptables", "-I", "FORWARD", "1", "-j", fwd)
     except BaseException:
         network_down()
@@ -175,6 +174,13 @@ def unmount_under(*dirs: Path) -> None:
         for point in points:
             if _sh("umount", point, check=False).returncode != 0:
                 _sh("umount", "-l", point, check=False)
+
+
+def _container_log_links(run_dir: Path) -> list[Path]:
+    base = Path("/var/log/containers")
+    ours = str(run_dir.resolve())
+    return [p for p in base.glob("*.log") if p.is_symlink() and os.readlink(p).startswith(ours)] \
+        if base.is_dir() else []
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -390,6 +396,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "staticPodPath": "", "registerNode": True, "rotateCertificates": False,
             "serverTLSBootstrap": False, "shutdownGracePeriod": "0s",
             "protectKernelDefaults": False, "localStorageCapacityIsolation": True,
+            "podLogsDir": str(kdir / "pod-logs"),  # not /var/log/pods
         }, indent=2))
         self._kubelet = self._spawn("kubelet", [
             self.kube.binary("kubelet"), f"--config={config}",
@@ -564,6 +571,8 @@ def cleanup_host(run_dir: Path, netns: set[str] = frozenset()) -> None:  # type:
             with contextlib.suppress(OSError):
                 Path(path).unlink()
     unmount_under(run_dir, cache_dir("containerd"))
+    for link in _container_log_links(run_dir):  # the kubelet's fixed /var/log/containers
+        link.unlink(missing_ok=True)
     kube_proxy = LocalKube().binary("kube-proxy")
     if Path(kube_proxy).is_file():
         _sh(kube_proxy, "--cleanup", check=False)
@@ -598,6 +607,7 @@ def leftovers(run_dir: Path | None = None, netns: set[str] = frozenset()) -> lis
     found += [f"mount {m}" for m in _mounts_under(*dirs)]
     if run_dir is not None:
         found += [f"containerd-shim pid {p}" for p in shim_pids(run_dir)]
+        found += [f"log link {p}" for p in _container_log_links(run_dir)]
     found += [f"cgroup {d}" for d in _cgroup_dirs()]
     return found
 

@@ -23,6 +23,7 @@ import pytest
 from dev.stack._proc import StackError
 from dev.stack.node import NODE_IP, NODE_NAME, POD_CIDR, LocalNode, NodeKube, cleanup_host, leftovers
 from dev.stack.kube_pki import SERVICE_CIDR
+from tests.e2e.waiting import wait_for
 
 if os.environ.get("MSA_USE_EXISTING_CLUSTER", "").strip().lower() in ("1", "true", "yes"):
     pytest.skip("the local node belongs to the local stack, not to $KUBECONFIG's cluster",
@@ -193,16 +194,6 @@ def _events(node, ns: str, pod: str) -> list[dict]:
     return events
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
-
-
 def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, node_ns,
                                                                          bridge_server):
     kubectl = node.kube.kubectl
@@ -216,12 +207,13 @@ def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, no
         phase = kubectl("get", "pod", "client", "-n", node_ns, "-o",
                         "jsonpath={.status.phase}").stdout
         if phase in ("Failed", "Succeeded"):
-            raise AssertionError(f"pod ended ({phase}): {_events(node, node_ns, 'client')} "
-                                 f"{kubectl('describe', 'pod', 'client', '-n', node_ns).stdout}")
+            return {"ended": phase}
         return next((e for e in _events(node, node_ns, "client") if e.get("event") == "start"),
                     None)
 
-    start = _wait(started, 180, "the pod's first report")
+    start = wait_for(started, 180, "the pod's first report", interval=1.0)
+    assert "ended" not in start, (kubectl("logs", "-n", node_ns, "client", check=False).stdout
+                                  + kubectl("describe", "pod", "client", "-n", node_ns).stdout)
     assert start["uid"] == 65532 and start["gid"] == 65532
     assert int(start["cap_eff"], 16) == 0, "drop ALL: no effective capability"
     assert start["rootfs"] == "EROFS"
@@ -242,10 +234,10 @@ def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, no
         patch = json.dumps({"stringData": {"value": value}})
         written = time.time()
         kubectl("patch", "secret", "cred", "-n", node_ns, "--type=merge", "-p", patch)
-        seen = _wait(lambda: next((e for e in _events(node, node_ns, "client")
-                                   if e.get("event") == "changed"
-                                   and e["secret_sha"] == _sha(value)), None),
-                     ROTATION_LIMIT_S, "the rotated Secret in the pod's file", interval=1.0)
+        seen = wait_for(lambda: next((e for e in _events(node, node_ns, "client")
+                                      if e.get("event") == "changed"
+                                      and e["secret_sha"] == _sha(value)), None),
+                        ROTATION_LIMIT_S, "the rotated Secret in the pod's file", interval=1.0)
         delays.append(seen["t"] - written)
     print(f"\nSecret update -> file in the pod (real kubelet), {ROTATIONS} rotations: "
           + ", ".join(f"{d:.1f}s" for d in delays)
