@@ -84,6 +84,10 @@ def node(tmp_path_factory):
     if before:
         raise StackError("the host has leftovers of an earlier node; run "
                          "`python -m dev.stack.node cleanup RUN_DIR`:\n" + "\n".join(before))
+    from tests.e2e.fixtures_kube import _install_error
+
+    if _install_error:
+        raise _install_error[0]
     base = tmp_path_factory.mktemp("node")
     kube = NodeKube()
     local = LocalNode(kube)
