@@ -224,8 +224,8 @@ class Images:
             self.names["pause"] = self._pause()
             self.names["project"] = self._project(base)
             self.names["client"] = self._client(base)
-            for key, ref in self.names.items():
-                self.archives[key] = self._archive(ref)
+            for key in ("pause", "project", "client"):  # what the node runs
+                self.archives[key] = self._archive(self.names[key])
         return self.names
 
     def _archive(self, ref: str) -> Path:
@@ -322,9 +322,8 @@ class Images:
                          "--build-arg", f"PYTHON_IMAGE={base}", "-f", str(REPO / "Dockerfile"),
                          "-t", ref, str(REPO), what="buildah bud (the project's Dockerfile)")
         self.buildah("tag", ref, PROJECT_IMAGE, what="buildah tag")
-        # the archive carries the name pods use (short name, as the chart sets it)
         self.names["project-hash"] = ref
-        return PROJECT_IMAGE
+        return PROJECT_IMAGE  # the archive carries the name pods use
 
     def _client(self, base: str) -> str:
         tag = _hash(RECIPE_VERSION, base, CLIENT_CONTAINERFILE, self.mlflow_version, self.constraints)

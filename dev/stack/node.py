@@ -272,7 +272,10 @@ class LocalNode:
         return proc
 
     def _save_tunables(self) -> None:
+        """The kernel tunables the kubelet sets, and whether its fixed log-link dir existed."""
         assert self.run_dir is not None
+        if not Path("/var/log/containers").exists():
+            (self.run_dir / "made-var-log-containers").touch()
         for key in KERNEL_TUNABLES:
             with contextlib.suppress(OSError):
                 self.tunables[key] = Path("/proc/sys", key).read_text().strip()
@@ -573,6 +576,9 @@ def cleanup_host(run_dir: Path, netns: set[str] = frozenset()) -> None:  # type:
     unmount_under(run_dir, cache_dir("containerd"))
     for link in _container_log_links(run_dir):  # the kubelet's fixed /var/log/containers
         link.unlink(missing_ok=True)
+    if (run_dir / "made-var-log-containers").exists():
+        with contextlib.suppress(OSError):
+            Path("/var/log/containers").rmdir()
     kube_proxy = LocalKube().binary("kube-proxy")
     if Path(kube_proxy).is_file():
         _sh(kube_proxy, "--cleanup", check=False)
