@@ -4,7 +4,8 @@ One control plane serving on the node's bridge address and one node for this mod
 the locally built MLflow client image, with the restricted security context, reads a projected
 Secret, reaches the API server through the ``kubernetes`` Service (kube-proxy), reaches a server on
 the bridge address, and cannot reach anything off the machine. The time from a Secret's update to
-the new file in the running pod is measured over a few rotations and printed. At teardown nothing
+the new file in the running pod is measured over a few rotations and printed. The chart, installed
+with helm from the same image, runs its operator and webhook pods there. At teardown nothing
 of the node may be left on the host (netns, veth, bridge, routes, iptables chains, mounts).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import secrets
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,7 @@ if os.environ.get("MSA_USE_EXISTING_CLUSTER", "").strip().lower() in ("1", "true
     pytest.skip("the local node belongs to the local stack, not to $KUBECONFIG's cluster",
                 allow_module_level=True)
 
+CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
 ROTATIONS = 3
 # The kubelet refreshes a Secret volume when it next syncs the pod: syncFrequency (1 min) plus
 # jitter. Twice that plus start-up slack is a failure, not slowness.
@@ -247,3 +250,61 @@ def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, no
           + ", ".join(f"{d:.1f}s" for d in delays)
           + f"; median {statistics.median(delays):.1f}s, max {max(delays):.1f}s")
     assert all(0 <= d < ROTATION_LIMIT_S for d in delays)
+
+
+def test_helm_chart_runs_on_the_node_and_the_webhook_answers_through_its_service(node):
+    """The chart's operator (2 replicas, kopf peering) and webhook (2 replicas) run as pods from
+    the locally built image in a namespace that enforces the restricted Pod Security level, and the
+    API server reaches the webhook through its Service."""
+    import subprocess
+
+    from dev.helm import ensure_helm
+
+    kubectl = node.kube.kubectl
+    release, ns = "msa", f"msa-system-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", ns)
+    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    env = dict(os.environ, KUBECONFIG=str(node.kube.kubeconfig))
+    repository, tag = node.images.names["project"].rsplit(":", 1)
+
+    def helm(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(ensure_helm()), *args, "--namespace", ns], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"helm {args[0]}: {result.stderr}"
+        return result
+
+    started = time.monotonic()
+    helm("install", release, str(CHART), "--set", f"image.repository={repository}",
+         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", "operator.replicas=2", "--set", "webhook.replicas=2", "--wait", "--timeout", "4m")
+    try:
+        def running():
+            pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+            ready = [p for p in pods if p["status"].get("phase") == "Running"
+                     and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
+            return pods if len(pods) == 4 and len(ready) == 4 else None
+
+        pods = wait_for(running, 120, "4 Running, ready pods (2 operator, 2 webhook)", interval=1.0)
+        print(f"\nhelm install -> 4 pods Running and ready: {time.monotonic() - started:.1f}s")
+        assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
+        for pod in pods:
+            statuses = pod["status"]["containerStatuses"]
+            assert all(s["restartCount"] == 0 for s in statuses), (pod["metadata"]["name"], statuses)
+            for container in pod["spec"]["containers"]:
+                sc = container["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+        # the API server calls the webhook at its Service's endpoints: a labelled pod in a namespace
+        # without a binding gets the webhook's own denial
+        team = f"t-team-{secrets.token_hex(3)}"
+        kubectl("create", "namespace", team)
+        try:
+            denied = kubectl("run", "probe", "-n", team, f"--image={node.images.names['client']}",
+                             "--image-pull-policy=Never", "--labels=mlflow-secrets-auth/inject=true",
+                             "--command", "--", "true", check=False)
+            assert denied.returncode != 0
+            assert "has no MlflowAuthBinding" in denied.stderr, denied.stderr
+        finally:
+            kubectl("delete", "namespace", team, "--wait=false", check=False)
+    finally:
+        helm("uninstall", release, "--wait")
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
