@@ -618,12 +618,60 @@ def leftovers(run_dir: Path | None = None, netns: set[str] = frozenset()) -> lis
     return found
 
 
+RUN_PROGRAMS = ("kubelet", "kube-proxy", "kube-scheduler", "containerd")
+
+
+def run_pids(run_dir: Path) -> dict[str, list[int]]:
+    """Processes a node run in ``run_dir`` started (their command line names a file in it), by
+    program: what ``cleanup`` stops when the process that started them died without stopping them."""
+    ours = str(run_dir.resolve()).encode()
+    found: dict[str, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            name = Path(argv[0].decode(errors="replace")).name
+            if name in RUN_PROGRAMS and any(ours in a for a in argv[1:]):
+                found.setdefault(name, []).append(int(proc.name))
+    return found
+
+
+def cleanup_run(run_dir: Path) -> list[str]:
+    """Everything a node run in ``run_dir`` left, processes included (``python -m dev.stack.node
+    cleanup RUN_DIR``): stop the kubelet, scheduler and kube-proxy, delete the containers through
+    containerd, stop it and its shims, then ``cleanup_host``. Returns ``leftovers()``."""
+    import signal
+
+    def kill(pids: list[int]) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+                time.sleep(0.1)
+
+    pids = run_pids(run_dir)
+    kill([p for name, ps in pids.items() if name in ("kubelet", "kube-proxy", "kube-scheduler")
+          for p in ps])
+    netns: set[str] = set()
+    socket = run_dir / "containerd" / "containerd.sock"
+    if pids.get("containerd") and socket.exists() and shutil.which("ctr"):
+        netns = remove_containers(shutil.which("ctr"), socket)  # type: ignore[arg-type]
+    kill(pids.get("containerd", []))
+    kill_shims(run_dir)
+    cleanup_host(run_dir, netns)
+    return leftovers(run_dir, netns)
+
+
 if __name__ == "__main__":  # python -m dev.stack.node cleanup RUN_DIR
     import sys
 
     if sys.argv[1:2] == ["cleanup"] and len(sys.argv) == 3:
-        cleanup_host(Path(sys.argv[2]))
-        print("\n".join(leftovers(Path(sys.argv[2]))) or "nothing left")
-    else:
-        print("usage: python -m dev.stack.node cleanup RUN_DIR", file=sys.stderr)
-        sys.exit(2)
+        left = cleanup_run(Path(sys.argv[2]))
+        print("\n".join(left) or "nothing left")
+        sys.exit(1 if left else 0)
+    print("usage: python -m dev.stack.node cleanup RUN_DIR   (the node's run directory)",
+          file=sys.stderr)
+    sys.exit(2)

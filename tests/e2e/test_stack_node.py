@@ -10,6 +10,7 @@ of the node may be left on the host (netns, veth, bridge, routes, iptables chain
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import http.server
 import json
@@ -85,8 +86,9 @@ def node(tmp_path_factory):
     """kube-apiserver on the bridge address + the node; at teardown, nothing may be left."""
     before = leftovers()
     if before:
-        raise StackError("the host has leftovers of an earlier node; run "
-                         "`python -m dev.stack.node cleanup RUN_DIR`:\n" + "\n".join(before))
+        raise StackError("the host has leftovers of an earlier node; run (as root) "
+                         "`python -m dev.stack.node cleanup <its run dir>/node`:\n"
+                         + "\n".join(before))
     from tests.e2e.fixtures_kube import _install_error
 
     if _install_error:
@@ -94,6 +96,8 @@ def node(tmp_path_factory):
     base = tmp_path_factory.mktemp("node")
     kube = NodeKube()
     local = LocalNode(kube)
+    atexit.register(kube.stop)  # also when the session dies before fixture teardown (LIFO:
+    atexit.register(local.stop)  # the node first)
     local.ensure_installed()  # images: built once, cached
     try:
         kube.start(base / "kube")
