@@ -107,10 +107,10 @@ def debian_release() -> str:
     return codename
 
 
-def debian_mirror(release: str) -> str:
+def debian_mirror(release: str, apt_dir: str = "/etc/apt") -> str:
     """The mirror URI apt uses for ``release`` (deb822 ``.sources`` or one-line ``.list``)."""
-    files = sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + \
-        ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list"))
+    files = sorted(glob.glob(f"{apt_dir}/sources.list.d/*.sources")) + \
+        [f"{apt_dir}/sources.list"] + sorted(glob.glob(f"{apt_dir}/sources.list.d/*.list"))
     for name in files:
         with contextlib.suppress(OSError):
             text = Path(name).read_text()
@@ -130,7 +130,7 @@ def debian_mirror(release: str) -> str:
                     if len(parts) >= 4 and parts[0] == "deb" and parts[2] == release \
                             and "main" in parts[3:]:
                         return parts[1]
-    raise StackError(f"no `deb` source for {release} main in /etc/apt/sources.list*; debootstrap "
+    raise StackError(f"no `deb` source for {release} main in {apt_dir}/sources.list*; debootstrap "
                      "needs the machine's Debian mirror")
 
 
@@ -349,9 +349,14 @@ def venv_constraints() -> str:
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"`pip freeze` in {sys.executable} failed: {result.stderr.strip()}")
-    lines = [line for line in result.stdout.splitlines()
+    return constraints_from_freeze(result.stdout)
+
+
+def constraints_from_freeze(freeze: str) -> str:
+    """Pinned ``name==version`` lines only: no editable or direct-URL installs, not our package."""
+    lines = [line.strip() for line in freeze.splitlines()
              if "==" in line and " @ " not in line and not line.startswith(("-e", "#"))
-             and not line.lower().startswith("mlflow-secrets-auth==")]
+             and not re.match(r"mlflow[-_.]secrets[-_.]auth==", line, re.IGNORECASE)]
     return "\n".join(sorted(lines, key=str.lower)) + "\n"
 
 
