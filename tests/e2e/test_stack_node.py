@@ -256,16 +256,16 @@ def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, no
     assert all(0 <= d < ROTATION_LIMIT_S for d in delays)
 
 
-def test_helm_chart_runs_on_the_node_and_the_webhook_answers_through_its_service(node):
-    """The chart's operator (2 replicas, kopf peering) and webhook (2 replicas) run as pods from
-    the locally built image in a namespace that enforces the restricted Pod Security level, and the
-    API server reaches the webhook through its Service."""
+@pytest.fixture(scope="module")
+def chart(node):
+    """The chart installed with helm from the locally built image (pullPolicy Never): 2 operator
+    and 2 webhook replicas in a namespace that enforces the restricted Pod Security level."""
     import subprocess
 
     from dev.helm import ensure_helm
 
     kubectl = node.kube.kubectl
-    release, ns = "msa", f"msa-system-{secrets.token_hex(3)}"
+    ns = f"msa-system-{secrets.token_hex(3)}"
     kubectl("create", "namespace", ns)
     kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     env = dict(os.environ, KUBECONFIG=str(node.kube.kubeconfig))
@@ -278,37 +278,136 @@ def test_helm_chart_runs_on_the_node_and_the_webhook_answers_through_its_service
         return result
 
     started = time.monotonic()
-    helm("install", release, str(CHART), "--set", f"image.repository={repository}",
+    helm("install", "msa", str(CHART), "--set", f"image.repository={repository}",
          "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
          "--set", "operator.replicas=2", "--set", "webhook.replicas=2", "--wait", "--timeout", "4m")
     try:
-        def running():
-            pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
-            ready = [p for p in pods if p["status"].get("phase") == "Running"
-                     and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
-            return pods if len(pods) == 4 and len(ready) == 4 else None
-
-        pods = wait_for(running, 120, "4 Running, ready pods (2 operator, 2 webhook)", interval=1.0)
-        print(f"\nhelm install -> 4 pods Running and ready: {time.monotonic() - started:.1f}s")
-        assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
-        for pod in pods:
-            statuses = pod["status"]["containerStatuses"]
-            assert all(s["restartCount"] == 0 for s in statuses), (pod["metadata"]["name"], statuses)
-            for container in pod["spec"]["containers"]:
-                sc = container["securityContext"]
-                assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
-        # the API server calls the webhook at its Service's endpoints: a labelled pod in a namespace
-        # without a binding gets the webhook's own denial
-        team = f"t-team-{secrets.token_hex(3)}"
-        kubectl("create", "namespace", team)
-        try:
-            denied = kubectl("run", "probe", "-n", team, f"--image={node.images.names['client']}",
-                             "--image-pull-policy=Never", "--labels=mlflow-secrets-auth/inject=true",
-                             "--command", "--", "true", check=False)
-            assert denied.returncode != 0
-            assert "has no MlflowAuthBinding" in denied.stderr, denied.stderr
-        finally:
-            kubectl("delete", "namespace", team, "--wait=false", check=False)
+        yield {"namespace": ns, "started": started}
     finally:
-        helm("uninstall", release, "--wait")
+        helm("uninstall", "msa", "--wait")
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_helm_chart_runs_on_the_node_and_the_webhook_answers_through_its_service(node, chart):
+    """The chart's operator (2 replicas, kopf peering) and webhook (2 replicas) run as pods from
+    the locally built image under the restricted level, and the API server reaches the webhook
+    through its Service."""
+    kubectl, ns = node.kube.kubectl, chart["namespace"]
+
+    def running():
+        pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+        ready = [p for p in pods if p["status"].get("phase") == "Running"
+                 and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
+        return pods if len(pods) == 4 and len(ready) == 4 else None
+
+    pods = wait_for(running, 120, "4 Running, ready pods (2 operator, 2 webhook)", interval=1.0)
+    print(f"\nhelm install -> 4 pods Running and ready: {time.monotonic() - chart['started']:.1f}s")
+    assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
+    for pod in pods:
+        statuses = pod["status"]["containerStatuses"]
+        assert all(s["restartCount"] == 0 for s in statuses), (pod["metadata"]["name"], statuses)
+        for container in pod["spec"]["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    # the API server calls the webhook at its Service's endpoints: a labelled pod in a namespace
+    # without a binding gets the webhook's own denial
+    team = f"t-team-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", team)
+    try:
+        denied = kubectl("run", "probe", "-n", team, f"--image={node.images.names['client']}",
+                         "--image-pull-policy=Never", "--labels=mlflow-secrets-auth/inject=true",
+                         "--command", "--", "true", check=False)
+        assert denied.returncode != 0
+        assert "has no MlflowAuthBinding" in denied.stderr, denied.stderr
+    finally:
+        kubectl("delete", "namespace", team, "--wait=false", check=False)
+
+
+LABELLED_SCRIPT = r"""
+import hashlib, json, os, sys
+import requests
+import mlflow_secrets_auth
+from mlflow_secrets_auth import SecretsAuthProvider
+auth = SecretsAuthProvider().get_auth()
+req = requests.Request("GET", os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search").prepare()
+req = auth(req)
+name = open(os.path.join(os.environ["MLFLOW_SECRETS_AUTH_DIR"], "header-name")).read().strip()
+value = req.headers.get(name, "")
+print(json.dumps({"uid": os.getuid(), "plugin": mlflow_secrets_auth.__file__,
+                  "tracking_auth": os.environ.get("MLFLOW_TRACKING_AUTH"), "header": name,
+                  "value_sha": hashlib.sha256(value.encode()).hexdigest()}), flush=True)
+"""
+
+
+def test_labelled_pod_is_mutated_and_gets_its_credential_on_the_node(node, chart, tmp_path):
+    """OpenBao (on the bridge address) -> the operator pod -> the binding's Secret; a labelled pod
+    in a restricted namespace is mutated by the webhook pod; on the node, the init container copies
+    the plugin from the real image and the app container, as a UID of its own, loads it and sets
+    the credential's header."""
+    from dev.stack.openbao import OpenBao
+
+    kubectl = node.kube.kubectl
+    bao = OpenBao(host=NODE_IP)
+    bao.start(tmp_path / "openbao")
+    team = f"t-team-{secrets.token_hex(3)}"
+    try:
+        kubectl("create", "namespace", team)
+        kubectl("label", "namespace", team, "pod-security.kubernetes.io/enforce=restricted")
+        token_value = "tok-" + secrets.token_urlsafe(24)
+        path = f"{team}/mlflow"
+        bao.write_read_policy("read-mlflow", [f"secret/data/{path}"])
+        vault_token = bao.client().auth.token.create(policies=["read-mlflow"], ttl="1h")["auth"][
+            "client_token"]
+        bao.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"token": token_value},
+                                                          mount_point="secret")
+        kubectl("create", "secret", "generic", "vault-token", "-n", team,
+                f"--from-literal=token={vault_token}")
+        binding = {
+            "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            "metadata": {"name": "mlflow", "namespace": team},
+            "spec": {"provider": {"vault": {"address": bao.addr, "path": path, "kvVersion": "2",
+                                            "auth": {"token": {"secretRef": {"name": "vault-token",
+                                                                             "key": "token"}}}}},
+                     "credential": {"type": "bearer", "format": "json"},
+                     "refresh": {"interval": "1h"},
+                     "trackingUri": f"http://{NODE_IP}:5000"}}
+        kubectl("apply", "-f", "-", input=json.dumps(binding))
+        wait_for(lambda: kubectl("get", "mab", "mlflow", "-n", team, "-o",
+                                 "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+                                 ).stdout == "True", 90, "the binding Ready (operator pod -> OpenBao)",
+                 interval=1.0)
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "trainer", "labels": {"mlflow-secrets-auth/inject": "true"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 4242, "runAsGroup": 4242,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "train", "image": node.images.names["client"],
+                    "imagePullPolicy": "Never", "command": ["python", "-c", LABELLED_SCRIPT],
+                    "securityContext": {"allowPrivilegeEscalation": False,
+                                        "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}}}]}}
+        kubectl("apply", "-n", team, "-f", "-", input=json.dumps(pod))
+
+        def finished():
+            phase = kubectl("get", "pod", "trainer", "-n", team, "-o",
+                            "jsonpath={.status.phase}").stdout
+            return phase if phase in ("Succeeded", "Failed") else None
+
+        phase = wait_for(finished, 180, "the labelled pod to run to completion", interval=1.0)
+        logs = kubectl("logs", "-n", team, "trainer", "-c", "train", check=False).stdout
+        assert phase == "Succeeded", logs + kubectl("describe", "pod", "trainer", "-n", team).stdout
+        report = json.loads(logs.strip().splitlines()[-1])
+        assert report["uid"] == 4242
+        assert report["tracking_auth"] == "mlflow_secrets_auth"
+        assert report["header"] == "Authorization"
+        assert report["value_sha"] == _sha(f"Bearer {token_value}")
+        mutated = json.loads(kubectl("get", "pod", "trainer", "-n", team, "-o", "json").stdout)
+        init = mutated["spec"]["initContainers"]
+        assert init and init[0]["image"] == node.images.names["project"]
+        assert not report["plugin"].startswith("/opt/venv"), "the plugin came from the init copy"
+    finally:
+        kubectl("delete", "namespace", team, "--wait=false", check=False)
+        bao.stop()
