@@ -20,6 +20,8 @@ returns an object with
                                         "secret_env" (exports only ``env`` prints) are special
 
 Components start in ``COMPONENTS`` order; ``ctx.kube()`` gives a later component the cluster.
+Components in ``OPT_IN`` start only when named (``up kube node``: the real node, root only).
+``DOWN_HOOKS`` holds how to stop a component whose host state outlives its processes.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from dev.stack.authfront import AuthFront
 from dev.stack.keycloak import Keycloak
 from dev.stack.mlflow_server import MlflowServer
 from dev.stack.project import OperatorComponent, WebhookComponent
+from dev.stack import node as node_mod
 
 
 def run_root() -> Path:
@@ -60,6 +63,7 @@ class StackContext:
     root: Path
     state: dict[str, Any]
     started: dict[str, Any] = field(default_factory=dict)
+    selected: list[str] = field(default_factory=list)
 
     def kube(self) -> KubeAccess | None:
         """The cluster started in this `up`, else the one an earlier `up` recorded, else None."""
@@ -73,8 +77,18 @@ class StackContext:
 
 Factory = Callable[[StackContext], Any]
 
+def _node(ctx: StackContext) -> "node_mod.LocalNode":
+    kube = ctx.started.get("kube") or node_mod.NodeKube()  # not started: `install node`
+    if not isinstance(kube, node_mod.NodeKube):
+        raise StackError("the node needs its control plane started in the same `up`, serving on the "
+                         "node's bridge address: `python -m dev.stack down`, then `up kube node ...`")
+    return node_mod.LocalNode(kube)
+
+
 COMPONENTS: dict[str, Factory] = {
-    "kube": lambda ctx: LocalKube(),
+    # with the node (opt-in: `up kube node`), the apiserver serves on the node's bridge address
+    "kube": lambda ctx: node_mod.NodeKube() if "node" in ctx.selected else LocalKube(),
+    "node": _node,
     "openbao": lambda ctx: OpenBao(kube=ctx.kube()),
     "moto": lambda ctx: MotoServer(),
     "mlflow-basic": lambda ctx: MlflowServer(auth=True, name="mlflow-basic"),
@@ -82,6 +96,14 @@ COMPONENTS: dict[str, Factory] = {
     "keycloak": lambda ctx: Keycloak(),
     "operator": lambda ctx: OperatorComponent(ctx.kube()),
     "webhook": lambda ctx: WebhookComponent(ctx.kube()),
+}
+
+
+OPT_IN = {"node"}
+DOWN_HOOKS: dict[str, Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]] = {
+    "node": node_mod.down_recorded,
+    "kube": lambda entry, stop: (stop(entry), entry.get("info", {}).get("node_ip")
+                                 and node_mod.network_down()),
 }
 
 
@@ -137,7 +159,7 @@ def _select(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown:
         raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
-    return [n for n in COMPONENTS if not names or n in names]
+    return [n for n in COMPONENTS if (not names and n not in OPT_IN) or n in names]
 
 
 def cmd_install(names: list[str]) -> int:
@@ -154,8 +176,8 @@ def cmd_up(names: list[str]) -> int:
     root = run_root()
     state = load_state()
     components = state.setdefault("components", {})
-    ctx = StackContext(root, state)
-    for name in _select(names):
+    ctx = StackContext(root, state, selected=_select(names))
+    for name in ctx.selected:
         if name in components and _alive(components[name]):
             print(f"{name}: already up")
             continue
@@ -202,7 +224,7 @@ def cmd_down(names: list[str]) -> int:
         if names and name not in names:
             continue
         started = time.monotonic()
-        _stop_entry(components[name])
+        DOWN_HOOKS.get(name, lambda entry, stop: stop(entry))(components[name], _stop_entry)
         left = [p["pid"] for p in components[name].get("processes", [])
                 if _pid_matches(p["pid"], p["argv0"])]
         if left:

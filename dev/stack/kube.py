@@ -28,17 +28,24 @@ import urllib.request
 from pathlib import Path
 
 from dev.stack._proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
-from dev.stack.kube_pki import SERVICE_CIDR, write_kubeconfig, write_pki
+from dev.stack.kube_pki import SERVICE_CIDR, issue_cert, write_kubeconfig, write_pki
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "k8s"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
             "kube-proxy")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER,)
-CONTROLLERS = (  # no kubelet, so none of the workload controllers
+CONTROLLERS = (  # without a node, none of the workload controllers
     "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
     "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
+)
+NODE_CONTROLLERS = (  # with a node (dev.stack.node): what Deployments, Services and pods need
+    "replicaset-controller", "deployment-controller", "endpoints-controller",
+    "endpointslice-controller", "endpointslice-mirroring-controller", "node-lifecycle-controller",
+    "pod-garbage-collector-controller", "ttl-controller", "taint-eviction-controller",
+    "daemonset-controller", "statefulset-controller", "job-controller", "disruption-controller",
+    "service-cidr-controller",
 )
 
 
@@ -119,8 +126,12 @@ class ExistingKube(KubeAccess):
 class LocalKube(KubeAccess):
     """etcd + kube-apiserver + kube-controller-manager built from source and run on 127.0.0.1."""
 
-    def __init__(self, version: str | None = None):
+    def __init__(self, version: str | None = None, node_ip: str | None = None):
+        """``node_ip``: serve on this address instead of 127.0.0.1 (the local node's bridge
+        address, which must exist already), advertise it as the ``kubernetes`` Service's endpoint
+        and run the controllers a node needs (see ``dev.stack.node``)."""
         self.version = version or pinned_version()
+        self.node_ip = node_ip
         self.run_dir: Path | None = None
         self.processes: list[ManagedProcess] = []
         self.port: int | None = None
@@ -202,13 +213,17 @@ class LocalKube(KubeAccess):
 
     @property
     def server(self) -> str:  # type: ignore[override]
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.node_ip or '127.0.0.1'}:{self.port}"
 
     def start(self, run_dir: str | os.PathLike, timeout: float = 90.0) -> "LocalKube":
         self.ensure_installed()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        pki = write_pki(self.run_dir / "pki")
+        pki = write_pki(self.run_dir / "pki", extra_ips=(self.node_ip,) if self.node_ip else ())
+        if self.node_ip:  # the apiserver's identity towards kubelets (logs, exec)
+            pki["kubelet-client.crt"], pki["kubelet-client.key"] = issue_cert(
+                self.run_dir / "pki", "kubelet-client", "kube-apiserver-kubelet-client",
+                "system:masters")
         for attempt in range(3):
             self.port = free_port()
             write_kubeconfig(self.kubeconfig, self.server, pki)
@@ -250,20 +265,32 @@ class LocalKube(KubeAccess):
         wait_until(lambda: _etcd_healthy(self.etcd_url), 30, "etcd", proc=proc)
 
     def _start_apiserver(self, pki: dict[str, Path]) -> None:
+        if self.node_ip:
+            addresses = [f"--bind-address={self.node_ip}", f"--advertise-address={self.node_ip}",
+                         "--endpoint-reconciler-type=lease",
+                         f"--kubelet-client-certificate={pki['kubelet-client.crt']}",
+                         f"--kubelet-client-key={pki['kubelet-client.key']}",
+                         "--kubelet-preferred-address-types=InternalIP",
+                         # webhooks and aggregated APIs dialled at their endpoints, not the
+                         # ClusterIP (the host has no route to the service CIDR: a blackhole)
+                         "--enable-aggregator-routing=true",
+                         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"]
+        else:
+            addresses = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                         "--endpoint-reconciler-type=none",  # 127.0.0.1: not a valid Endpoints address
+                         "--authorization-mode=RBAC"]
         proc = self._spawn("kube-apiserver", [
             self.binary("kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            *addresses,
             f"--secure-port={self.port}",
             f"--tls-cert-file={pki['apiserver.crt']}", f"--tls-private-key-file={pki['apiserver.key']}",
             f"--client-ca-file={pki['ca.crt']}",
-            "--authorization-mode=RBAC",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki['sa.pub']}",
             f"--service-account-signing-key-file={pki['sa.key']}",
             f"--api-audiences={','.join(API_AUDIENCES)}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address
             "--allow-privileged=true",
             f"--cert-dir={pki['ca.crt'].parent}",
             "--profiling=false",
@@ -279,7 +306,7 @@ class LocalKube(KubeAccess):
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             f"--cert-dir={self.run_dir / 'controller-manager'}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(CONTROLLERS + (NODE_CONTROLLERS if self.node_ip else ()))}",
             f"--service-account-private-key-file={pki['sa.key']}",
             f"--root-ca-file={pki['ca.crt']}",
             "--leader-elect=false", "--use-service-account-credentials=false",

@@ -16,8 +16,10 @@ from typing import Any
 SERVICE_CIDR = "10.0.0.0/24"
 
 
-def write_pki(pki_dir: Path) -> dict[str, Path]:
-    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair."""
+def write_pki(pki_dir: Path, extra_ips: tuple[str, ...] = ()) -> dict[str, Path]:
+    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair.
+
+    ``extra_ips``: more addresses the apiserver serves on (the local node's bridge address)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -77,6 +79,7 @@ def write_pki(pki_dir: Path) -> dict[str, Path]:
     service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
     leaf("apiserver", name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
         x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
     ])
@@ -101,6 +104,55 @@ def write_kubeconfig(path: Path, server: str, pki: dict[str, Path]) -> None:
         "users": [{"name": "msa-admin", "user": {
             "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
         "contexts": [{"name": "msa-local", "context": {"cluster": "msa-local", "user": "msa-admin"}}],
+    }
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+
+
+def issue_cert(pki_dir: Path, prefix: str, common_name: str, org: str | None = None, *,
+               server_ips: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """One more leaf from the run's CA (``ca.crt``/``ca.key`` in ``pki_dir``): a client cert, or a
+    serving cert when ``server_ips`` is given. Returns (cert, key); the key is written 0600."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_ips else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if server_ips:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    cert_path, key_path = pki_dir / f"{prefix}.crt", pki_dir / f"{prefix}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def write_client_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path,
+                            user: str) -> None:
+    """A kubeconfig for one component's client certificate (files referenced, not embedded)."""
+    config: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "msa-local",
+        "clusters": [{"name": "msa-local", "cluster": {"server": server,
+                                                       "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "msa-local", "context": {"cluster": "msa-local", "user": user}}],
     }
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)

