@@ -10,6 +10,7 @@ envtest's ``USE_EXISTING_CLUSTER``).
 from __future__ import annotations
 
 import atexit
+from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import secrets
@@ -23,7 +24,8 @@ from dev.stack.openbao import OpenBao
 __all__ = ["kube", "kube_api", "namespace", "openbao", "pytest_collection_finish"]
 
 
-_install_error: list[StackError] = []
+_install_error: list[StackError] = []       # the control plane's build
+_node_install_error: list[StackError] = []  # the node's packages and images
 
 
 def _use_existing_cluster() -> bool:
@@ -35,28 +37,29 @@ def pytest_collection_finish(session) -> None:
     does not count against a test's timeout."""
     if _use_existing_cluster() or session.config.option.collectonly:
         return
-    if any("kube" in getattr(item, "fixturenames", ()) for item in session.items):
+    names = set().union(*(getattr(item, "fixturenames", ()) for item in session.items))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = reporter.write_line if reporter is not None else (lambda line: None)
+    builds = []
+    if "kube" in names:
         cluster = LocalKube()
         if not cluster.installed():
-            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"building the Kubernetes {cluster.version} control plane "
-                                    f"into {cluster.bin_dir} (first run only, 10-25 min)")
-        try:
-            cluster.ensure_installed()
-        except StackError as exc:  # reported by every test that needs `kube`, not as a crash
-            _install_error.append(exc)
-    if any("node" in getattr(item, "fixturenames", ()) for item in session.items):
+            say(f"building the Kubernetes {cluster.version} control plane into "
+                f"{cluster.bin_dir} (first run only, 10-25 min)")
+        builds.append((cluster.ensure_installed, _install_error))
+    if "node" in names:
         # the local node's images (tests/e2e/test_stack_node.py): first run ~15 min, then cached
         from dev.stack.node import LocalNode, NodeKube
 
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("checking the local node's images (first run builds them: ~15 min)")
-        try:
-            LocalNode(NodeKube()).ensure_installed()
-        except StackError as exc:  # reported by the node fixture
-            _install_error.append(exc)
+        say("checking the local node's images (first run builds them: ~15 min)")
+        builds.append((LocalNode(NodeKube()).ensure_installed, _node_install_error))
+    # Side by side: the Go build is CPU-bound, the image builds mostly download and unpack.
+    with ThreadPoolExecutor(max_workers=max(1, len(builds))) as pool:
+        for future, errors in [(pool.submit(build), errors) for build, errors in builds]:
+            try:
+                future.result()
+            except StackError as exc:  # reported by every test that needs it, not as a crash
+                errors.append(exc)
 
 
 @pytest.fixture(scope="session")

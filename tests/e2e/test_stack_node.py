@@ -89,10 +89,11 @@ def node(tmp_path_factory):
         raise StackError("the host has leftovers of an earlier node; run (as root) "
                          "`python -m dev.stack.node cleanup <its run dir>/node`:\n"
                          + "\n".join(before))
-    from tests.e2e.fixtures_kube import _install_error
+    from tests.e2e.fixtures_kube import _install_error, _node_install_error
 
-    if _install_error:
-        raise _install_error[0]
+    for errors in (_install_error, _node_install_error):
+        if errors:
+            raise errors[0]
     base = tmp_path_factory.mktemp("node")
     kube = NodeKube()
     local = LocalNode(kube)
