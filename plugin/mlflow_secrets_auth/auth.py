@@ -236,16 +236,21 @@ class SecretsAuth(AuthBase):
             return True
         host, port = host_port_of(prefix)
         label = "%s:%s" % (host or "?", port)
-        if label not in self._warned_hosts:
-            self._warned_hosts.add(label)
-            logger.warning(
-                "mlflow_secrets_auth: not sending the credential to %s: host not allowed (%s). "
-                "To allow it, add it to %s",
-                label,
-                self._allowlist.describe(),
-                ALLOWED_HOSTS_ENV,
-            )
+        self._warn_once(
+            label,
+            "mlflow_secrets_auth: not sending the credential to %s: host not allowed (%s). "
+            "To allow it, add it to %s",
+            label,
+            self._allowlist.describe(),
+            ALLOWED_HOSTS_ENV,
+        )
         return False
+
+    def _warn_once(self, key: str, message: str, *args) -> None:
+        """Log ``message`` the first time ``key`` (a host, a downgrade) comes up in this process."""
+        if key not in self._warned_hosts:
+            self._warned_hosts.add(key)
+            logger.warning(message, *args)
 
     # ---- responses ------------------------------------------------------------------------
     # Every request that leaves with our credential goes through one of three doors: __call__
@@ -295,25 +300,22 @@ class SecretsAuth(AuthBase):
         host, port = host_port_of(target)
         label = "%s:%s" % (host or "?", port)
         if downgrade:
-            key = "downgrade " + label
-            if key not in self._warned_hosts:
-                self._warned_hosts.add(key)
-                logger.warning(
-                    "mlflow_secrets_auth: following a redirect from https to http (%s) without "
-                    "the credential: it would travel unencrypted. Point %s at the https URL",
-                    label,
-                    TRACKING_URI_ENV,
-                )
-            return
-        if label not in self._warned_hosts:
-            self._warned_hosts.add(label)
-            logger.warning(
-                "mlflow_secrets_auth: following a redirect to %s without the credential: host not "
-                "allowed (%s). To allow it, add it to %s",
+            self._warn_once(
+                "downgrade " + label,
+                "mlflow_secrets_auth: following a redirect from https to http (%s) without "
+                "the credential: it would travel unencrypted. Point %s at the https URL",
                 label,
-                self._allowlist.describe(),
-                ALLOWED_HOSTS_ENV,
+                TRACKING_URI_ENV,
             )
+            return
+        self._warn_once(
+            label,
+            "mlflow_secrets_auth: following a redirect to %s without the credential: host not "
+            "allowed (%s). To allow it, add it to %s",
+            label,
+            self._allowlist.describe(),
+            ALLOWED_HOSTS_ENV,
+        )
 
     def _retry_after_refusal(self, r, send_kwargs):
         req = r.request

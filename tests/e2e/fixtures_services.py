@@ -6,12 +6,13 @@ Logs and data live under pytest's temporary directory (``<basetemp>/services/<na
 """
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 
 __all__ = ["services_run_dir", "moto", "mlflow_basic", "mlflow_plain", "mlflow_front",
-           "keycloak", "lowkey"]
+           "front_token", "keycloak", "lowkey"]
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +97,15 @@ def mlflow_front(services_run_dir, mlflow_plain):
     front = _started(AuthFront(mlflow_plain), services_run_dir)
     yield front
     front.stop()
+
+
+@pytest.fixture
+def front_token(mlflow_front):
+    """A static token the nginx front accepts for this test only (revoked after it)."""
+    token = "tok-" + secrets.token_hex(16)
+    mlflow_front.allow_token(token)
+    yield token
+    mlflow_front.revoke_token(token)
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,6 @@ from tests.e2e.plugin_client import MlflowClientProcess, client_env, unique
 
 
 @pytest.fixture
-def front_token(mlflow_front):
-    token = "tok-" + secrets.token_hex(16)
-    mlflow_front.allow_token(token)
-    yield token
-    mlflow_front.revoke_token(token)
-
-
-@pytest.fixture
 def basic_user(mlflow_basic):
     user, password = unique("bob"), "pw-" + secrets.token_hex(12)
     mlflow_basic.create_user(user, password)

@@ -32,14 +32,6 @@ def basic_user(mlflow_basic):
     mlflow_basic.delete_user(user)
 
 
-@pytest.fixture
-def front_token(mlflow_front):
-    token = "tok-" + secrets.token_hex(16)
-    mlflow_front.allow_token(token)
-    yield token
-    mlflow_front.revoke_token(token)
-
-
 def seen_with(front, token):
     return [r for r in front.requests_seen()
             if token in ((r.get("authorization") or "") + " " + (r.get("custom_header") or ""))]

@@ -39,14 +39,6 @@ def serve():
         server.stop()
 
 
-@pytest.fixture
-def front_token(mlflow_front):
-    token = "tok-" + secrets.token_hex(16)
-    mlflow_front.allow_token(token)
-    yield token
-    mlflow_front.revoke_token(token)
-
-
 def carrying(server, *values):
     """The requests ``server`` received with any of ``values`` in any header."""
     return [r for r in server.requests
