@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import Dict, Mapping, Optional, Union
 
+from mlflow_secrets_auth.credentials import is_header_value
 from mlflow_secrets_auth.providers import InvalidSecretFormat, SecretValue
 from mlflow_secrets_auth_api.binding import Credential
 
@@ -94,7 +95,11 @@ def credential_fields(value: SecretValue, cred: Credential) -> Fields:
 
 def token_fields(token: str, cred: Credential, expires_at: Optional[datetime] = None) -> Fields:
     """Keys for a bearer token, sent as ``Authorization: Bearer`` or as the custom header."""
-    token = _header_safe(token.strip(), "token")
+    token = token.strip()
+    if not is_header_value(token):  # the plugin would refuse it: keep the last good one instead
+        raise InvalidSecretFormat("the token is empty or contains a control character (line "
+                                  "break, NUL, tab, DEL) or a character outside Latin-1; it "
+                                  "cannot go in an HTTP header")
     if cred.type == "header":
         fields = {"header-name": cred.header_name or "", "header-value": token, "token": token}
     else:

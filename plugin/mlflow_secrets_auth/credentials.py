@@ -109,6 +109,12 @@ FORBIDDEN_HEADER_NAMES = frozenset((
 FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
 
 
+def is_header_value(value: str) -> bool:
+    """Whether ``value`` can be sent as a header value as it is (the operator checks tokens with
+    this before writing them, so the pods never receive one the plugin would refuse)."""
+    return bool(_VALUE.fullmatch(value))
+
+
 def header_name_problem(name: str) -> Optional[str]:
     """Why ``name`` cannot carry a credential, or None when it can."""
     if not _TOKEN.fullmatch(name):
@@ -130,7 +136,7 @@ def _check_header(name: str, value: str, origin: str) -> None:
         raise CredentialError(
             "%s: refusing the credential: the header name %r %s" % (origin, name, problem)
         )
-    if not _VALUE.fullmatch(value):
+    if not is_header_value(value):
         raise CredentialError(
             "%s: refusing the credential: the value for the %s header is empty or contains a "
             "control character (line break, NUL, tab, DEL) or a character outside Latin-1; fix "

@@ -101,11 +101,15 @@ def test_a_jwt_token_carries_its_expiry_into_expires_at():
     ('{"other": "x"}', Credential(), "tokenKey"),
     ('{"username": "a:b", "password": "p"}', Credential(type="basic"), "':'"),
     ('{"token": "a\\nb"}', Credential(), "line break"),
+    ('{"token": "a\\tb"}', Credential(), "control character"),
+    ('{"token": "a\\u007fb"}', Credential(type="header", header_name="X-Auth"), "control character"),
+    ('{"token": "a\\u20acb"}', Credential(), "outside Latin-1"),
+    ('{"token": "a\\u0085b"}', Credential(), "control character"),
     (b"\xff\xfe", Credential(format="plain"), "base64"),
 ])
 def test_malformed_secrets_are_refused_with_a_fix_and_without_the_value(content, cred, needle):
     with pytest.raises(InvalidSecretFormat) as err:
         credential.credential_fields(SecretValue(content), cred)
     assert needle in str(err.value)
-    for secret in ("a:b", "a\nb"):
+    for secret in ("a:b", "a\nb", "a\tb", "a\x7fb", "a\u20acb", "a\x85b"):
         assert secret not in str(err.value)
