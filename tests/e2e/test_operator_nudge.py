@@ -197,7 +197,8 @@ def test_with_nudging_off_no_pod_is_patched_and_with_it_on_the_same_sync_patches
                       redactor=Redactor(), nudger=runtime.start_nudger(memo, kube))
         try:
             with ThreadPoolExecutor(2) as executor:
-                await asyncio.wait_for(loop.run(body, {}, NeverStopped(), ctx, executor), 30)
+                await asyncio.wait_for(
+                    loop.run(body, {}, NeverStopped(), ctx, executor, loop.NamespaceLimiter(1)), 30)
             assert len(written) == 1
             if nudge_on:   # the control: the same sync with nudging on patches both pods
                 for _ in range(100):
