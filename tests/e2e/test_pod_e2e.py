@@ -341,6 +341,7 @@ def _figure(label: str, delays: list[float]) -> str:
             f"max {max(delays):.2f} s (" + ", ".join(f"{d:.2f}" for d in delays) + ")")
 
 
+@pytest.mark.timeout(1200)  # the stack's set-up (MLflow's start-up, helm) counts on a busy machine
 def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(node, stack):  # noqa: F811
     """Nudging on (the chart's default): the mutated pod logs to MLflow through the injected
     credential across NUDGED_ROTATIONS rotations, 0 failed calls, and each rotation is in use
