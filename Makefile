@@ -41,7 +41,7 @@ generate: venv
 	$(BIN)/python dev/gen_chart_crds.py
 	$(BIN)/python dev/gen_docs.py
 
-## demo: the whole system on the local stack; an MLflow run logged through an injected, rotated credential
+## demo: the whole system on the local stack (as root: on the real node, the chart via helm); an MLflow run logged through an injected, rotated credential
 demo: venv
 	$(BIN)/python -m dev.demo
 

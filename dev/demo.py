@@ -3,6 +3,12 @@
     python -m dev.demo          bring up the stack, the operator and the webhook; run the scenario
     python -m dev.demo down     stop everything (same as `python -m dev.stack down`)
 
+As root, the demo runs on the local node (`python -m dev.stack up kube node ...`, see
+docs/local-stack.md): the chart is installed with helm (operator and webhook pods), OpenBao and
+MLflow listen on the node's bridge address, and the pod runs on the real kubelet from the MLflow
+client image. Without root, or with `python -m dev.demo standin`, it uses the operator and webhook
+as local processes and `dev/kubelet.py` runs the pod.
+
 With `KUBECONFIG` set, the demo installs the Helm chart into that cluster instead (see
 `real_cluster`); unset it to use the local stack.
 
@@ -27,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ["kube", "openbao", "mlflow-basic", "operator", "webhook"]
+NODE_COMPONENTS = ["kube", "node", "openbao", "mlflow-basic"]
+CHART_NAMESPACE = "mlflow-secrets-auth"
 REFRESH = "15s"
 
 CLIENT = r"""
@@ -51,6 +59,38 @@ while not stop:
     time.sleep(0.25)
 client.set_terminated(run.info.run_id)
 print(json.dumps({"event": "done", "steps": step}), flush=True)
+"""
+
+
+# On the node: the same client, which also reports the user name the Basic header of each request
+# carried (never the password), read back through the API (pod logs).
+NODE_CLIENT = r"""
+import base64, json, os, signal, time
+import requests
+send = requests.Session.send
+last = {}
+def recording_send(self, request, **kw):
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        last["user"] = base64.b64decode(header[6:]).decode().split(":", 1)[0]
+    return send(self, request, **kw)
+requests.Session.send = recording_send
+from mlflow import MlflowClient
+import mlflow_secrets_auth
+client = MlflowClient()
+run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
+                        run_name="injected-credential")
+print(json.dumps({"event": "started", "run_id": run.info.run_id, "user": last.get("user"),
+                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
+step = 0
+while True:
+    try:
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+        print(json.dumps({"event": "logged", "step": step, "user": last.get("user")}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
+    step += 1
+    time.sleep(0.25)
 """
 
 
@@ -84,11 +124,14 @@ class Stack:
         components = load_state()["components"]
         self.kube = ExistingKube(components["kube"]["info"]["kubeconfig"])
         bao = components["openbao"]["info"]
-        self.openbao = OpenBao(port=int(bao["addr"].rsplit(":", 1)[1]),
-                               root_token=bao["secret_env"]["VAULT_TOKEN"])
+        bao_host, bao_port = bao["addr"].split("://", 1)[1].rsplit(":", 1)
+        self.openbao = OpenBao(port=int(bao_port), root_token=bao["secret_env"]["VAULT_TOKEN"],
+                               host=bao_host)
         ml = components["mlflow-basic"]["info"]
-        self.mlflow = MlflowServer(auth=True, name="mlflow-basic")
-        self.mlflow.port = int(ml["url"].rsplit(":", 1)[1])
+        ml_host, ml_port = ml["url"].split("://", 1)[1].rsplit(":", 1)
+        self.mlflow = MlflowServer(auth=True, name="mlflow-basic", host=ml_host)
+        self.mlflow.port = int(ml_port)
+        self.node = (components.get("node") or {}).get("info")
         self.mlflow.admin_username = ml["admin_username"]
         self.mlflow.admin_password = ml["secret_env"]["MSA_MLFLOW_BASIC_ADMIN_PASSWORD"]
 
@@ -262,6 +305,173 @@ def run_scenario() -> int:
     return 0 if ok else 1
 
 
+def install_chart(stack: Stack) -> None:
+    """helm install of the chart on the node, from the locally built image (pullPolicy Never)."""
+    import os
+
+    from dev.helm import ensure_helm
+
+    repository, tag = stack.node["images"]["project"].rsplit(":", 1)
+    env = dict(os.environ, KUBECONFIG=str(stack.kube.kubeconfig))
+    kubectl(stack, "create", "namespace", CHART_NAMESPACE)
+    kubectl(stack, "label", "namespace", CHART_NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(ensure_helm()), "install", "msa", str(ROOT / "charts" / "mlflow-secrets-auth"),
+         "-n", CHART_NAMESPACE, "--set", f"image.repository={repository}",
+         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", "operator.replicas=2", "--set", "webhook.replicas=2",
+         "--wait", "--timeout", "5m"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"demo: helm install failed: {result.stderr}")
+    detail(f"helm install --wait: {time.monotonic() - started:.1f}s")
+    detail(kubectl(stack, "get", "pods", "-n", CHART_NAMESPACE, "-o", "wide"))
+
+
+def node_pod_manifest(stack: Stack, ns: str, experiment: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "trainer", "namespace": ns,
+                         "labels": {"mlflow-secrets-auth/inject": "true"}},
+            "spec": {"restartPolicy": "Never", "enableServiceLinks": False,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 4242,
+                                         "runAsGroup": 4242,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{
+                         "name": "train", "image": stack.node["images"]["client"],
+                         "imagePullPolicy": "Never", "command": ["python", "-c", NODE_CLIENT],
+                         "env": [{"name": "EXPERIMENT", "value": experiment},
+                                 {"name": "HOME", "value": "/tmp"}],
+                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                         "securityContext": {"allowPrivilegeEscalation": False,
+                                             "readOnlyRootFilesystem": True,
+                                             "capabilities": {"drop": ["ALL"]}}}],
+                     "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+
+
+def run_scenario_node() -> int:
+    """The scenario on the local node: chart pods, a real kubelet, the MLflow client image."""
+    stack = Stack()
+    if not stack.node:
+        raise SystemExit("demo: no node recorded; `make demo-down`, then `make demo` as root")
+    say("The chart, installed with helm on the node: the operator and the webhook as pods from the "
+        "locally built image")
+    install_chart(stack)
+
+    ns = "demo-" + secrets.token_hex(3)
+    say(f"A team namespace `{ns}`: ServiceAccount mlflow-reader, an OpenBao role for it, and two "
+        "MLflow users (the credential is alice's now, bob's after rotation)")
+    alice, bob, experiment = setup_team(stack, ns)
+    kubectl(stack, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+
+    say("The binding: the operator pod reads OpenBao (on the node's bridge address) as the team's "
+        "ServiceAccount (Vault Kubernetes auth)")
+    manifest = binding_yaml(stack, ns)
+    detail(manifest)
+    kubectl(stack, "apply", "-f", "-", input=manifest)
+    wait_for(lambda: json.loads(kubectl(stack, "get", "mab", "mlflow", "-n", ns, "-o", "json"))
+             .get("status", {}).get("secretName"), 120, "the binding to be Ready")
+    detail(kubectl(stack, "get", "mab", "-n", ns))
+    detail(kubectl(stack, "get", "secret", "mlflow-mlflow-auth", "-n", ns))
+
+    say("A pod labelled mlflow-secrets-auth/inject=true, created through the API server; the "
+        "webhook pod injected:")
+    kubectl(stack, "apply", "-f", "-", input=json.dumps(node_pod_manifest(stack, ns, experiment)))
+    pod = json.loads(kubectl(stack, "get", "pod", "trainer", "-n", ns, "-o", "json"))
+    app = pod["spec"]["containers"][0]
+    detail("init container: " + pod["spec"]["initContainers"][0]["image"] + ": "
+           + " ".join(pod["spec"]["initContainers"][0]["command"]))
+    detail("volumes: " + ", ".join(v["name"] for v in pod["spec"]["volumes"]
+                                   if v["name"].startswith("mlflow-secrets-auth")))
+    detail("env: " + ", ".join(f"{e['name']}={e.get('value', '')}" for e in app["env"]
+                               if e["name"] not in ("EXPERIMENT", "HOME")))
+    leaked = [v for v in (alice[1], bob[1]) if v in json.dumps(pod)]
+    detail("secret values in the pod spec: " + ("NONE" if not leaked else "LEAKED"))
+    if leaked:
+        return 1
+
+    def events() -> list[dict]:
+        logs = stack.kube.kubectl("logs", "-n", ns, "trainer", "-c", "train", check=False).stdout
+        out = []
+        for line in logs.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def of(kind: str) -> list[dict]:
+        return [e for e in events() if e.get("event") == kind]
+
+    def phase() -> str:
+        return kubectl(stack, "get", "pod", "trainer", "-n", ns, "-o", "jsonpath={.status.phase}")
+
+    say("The kubelet runs the pod: the init container copies the plugin from the project's image, "
+        "the Secret is a volume, the container is the MLflow client image (never this project)")
+    try:
+        wait_for(lambda: of("started") or phase() in ("Failed", "Succeeded"), 300,
+                 "the MLflow client to start", interval=1.0)
+        if not of("started"):
+            detail("the pod ended:\n" + kubectl(stack, "logs", "-n", ns, "trainer",
+                                                "--all-containers"))
+            return 1
+        started = of("started")[0]
+        detail(f"node {pod['spec'].get('nodeName') or json.loads(kubectl(stack, 'get', 'pod', 'trainer', '-n', ns, '-o', 'json'))['spec']['nodeName']}; "
+               f"plugin loaded from {started['plugin']}")
+        wait_for(lambda: len(of("logged")) >= 10, 90, "the first metrics", interval=1.0)
+        detail(f"run {started['run_id']}: {len(of('logged'))} metrics logged as {alice[0]}")
+
+        say("Rotation: bob's credential written to OpenBao and the binding's force-sync annotation "
+            "set; the operator writes the Secret and nudges the pod, the kubelet remounts it, the "
+            "plugin notices")
+        rotated_at = time.time()
+        stack.openbao.client().secrets.kv.v2.create_or_update_secret(
+            path=f"teams/{ns}/mlflow", secret={"username": bob[0], "password": bob[1]},
+            mount_point="secret")
+        kubectl(stack, "annotate", "mab", "mlflow", "-n", ns, "--overwrite",
+                f"mlflow-secrets-auth.io/sync-requested={rotated_at}")
+        wait_for(lambda: secret_data(stack, ns).get("username") == bob[0], 90,
+                 "the operator to write the new credential")
+        detail(f"Secret updated {time.time() - rotated_at:.1f}s after the write in OpenBao")
+        wait_for(lambda: any(e.get("user") == bob[0] for e in of("logged")), 180,
+                 "a request with bob's credential", interval=0.5)
+        detail(f"first MLflow request as {bob[0]} {time.time() - rotated_at:.1f}s after the write "
+               "(to within the 0.5 s this demo polls the pod's log)")
+        # Revoke the old credential only once the client is seen using the new one.
+        stack.mlflow.delete_user(alice[0])
+        detail(f"old user {alice[0]} deleted from MLflow: only the new credential works now")
+        before = len(of("logged"))
+        wait_for(lambda: len(of("logged")) >= before + 20, 90, "logging with the new credential",
+                 interval=1.0)
+        final = events()
+    except SystemExit:
+        detail("last lines of the container's output:\n"
+               + "\n".join(json.dumps(e) for e in events()[-20:]))
+        raise
+    logged = [e for e in final if e.get("event") == "logged"]
+    errors = [e for e in final if e.get("event") == "error"]
+    status = json.loads(kubectl(stack, "get", "pod", "trainer", "-n", ns, "-o", "json"))["status"]
+    restarts = sum(c["restartCount"] for c in status.get("containerStatuses", []))
+    code, body = stack.mlflow.get(
+        f"/api/2.0/mlflow/metrics/get-history?run_id={started['run_id']}&metric_key=loss")
+    stored = {int(m["step"]) for m in body.get("metrics", [])}
+    say("Result")
+    detail(f"steps logged: {len(logged)} ({sum(e.get('user') == alice[0] for e in logged)} as "
+           f"{alice[0]}, {sum(e.get('user') == bob[0] for e in logged)} as {bob[0]}), "
+           f"failed calls: {len(errors)}, container restarts: {restarts}")
+    for error in errors[:5]:
+        detail(f"failed call at step {error['step']}: {error['error']}")
+    detail(f"MLflow has {len(stored)} points of `loss` for run {started['run_id']} in experiment "
+           f"{experiment} (the pod keeps logging until `make demo-down`)")
+    detail(f"MLflow UI: {stack.mlflow.url} (admin credentials: "
+           f"`eval \"$({sys.executable} -m dev.stack env)\"`, then $MSA_MLFLOW_BASIC_ADMIN_USERNAME "
+           "/ $MSA_MLFLOW_BASIC_ADMIN_PASSWORD)")
+    detail("Stop everything: make demo-down")
+    ok = (code == 200 and not errors and restarts == 0
+          and stored >= {e["step"] for e in logged})
+    return 0 if ok else 1
+
+
 def real_cluster(kubeconfig: str, down: bool) -> int:
     """`KUBECONFIG` given: install the chart with `helm` into that cluster instead of the local stack.
 
@@ -307,6 +517,16 @@ def main(argv: list[str] | None = None) -> int:
         return real_cluster(os.environ["KUBECONFIG"], down=args[:1] == ["down"])
     if args[:1] == ["down"]:
         return cmd_down([])
+    if args[:1] != ["standin"] and os.geteuid() == 0:
+        say("Starting the local stack with a real node: kube-apiserver + etcd + "
+            "kube-controller-manager on the node's bridge address, containerd + kubelet + "
+            "kube-scheduler + kube-proxy, OpenBao and MLflow with basic auth on the bridge address "
+            "(first run builds the images: ~15 min)")
+        cmd_up(NODE_COMPONENTS)
+        return run_scenario_node()
+    if args[:1] != ["standin"]:
+        say("Not root: the real node needs root, so the operator and the webhook run as local "
+            "processes and dev/kubelet.py runs the pod")
     say("Starting the local stack: kube-apiserver + etcd + kube-controller-manager, OpenBao, "
         "MLflow with basic auth, the operator and the webhook (first run builds and caches them)")
     cmd_up(COMPONENTS)

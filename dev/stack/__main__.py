@@ -77,6 +77,12 @@ class StackContext:
 
 Factory = Callable[[StackContext], Any]
 
+def _listen_host(ctx: StackContext) -> str:
+    """Servers pods must reach (OpenBao, MLflow) listen on the node's bridge address when the node
+    is started in the same `up`; otherwise on 127.0.0.1. Never 0.0.0.0."""
+    return node_mod.NODE_IP if "node" in ctx.selected else "127.0.0.1"
+
+
 def _node(ctx: StackContext) -> "node_mod.LocalNode":
     kube = ctx.started.get("kube") or node_mod.NodeKube()  # not started: `install node`
     if not isinstance(kube, node_mod.NodeKube):
@@ -89,9 +95,9 @@ COMPONENTS: dict[str, Factory] = {
     # with the node (opt-in: `up kube node`), the apiserver serves on the node's bridge address
     "kube": lambda ctx: node_mod.NodeKube() if "node" in ctx.selected else LocalKube(),
     "node": _node,
-    "openbao": lambda ctx: OpenBao(kube=ctx.kube()),
+    "openbao": lambda ctx: OpenBao(kube=ctx.kube(), host=_listen_host(ctx)),
     "moto": lambda ctx: MotoServer(),
-    "mlflow-basic": lambda ctx: MlflowServer(auth=True, name="mlflow-basic"),
+    "mlflow-basic": lambda ctx: MlflowServer(auth=True, name="mlflow-basic", host=_listen_host(ctx)),
     "mlflow-front": lambda ctx: AuthFront(initial_tokens=(secrets.token_urlsafe(24),)),
     "keycloak": lambda ctx: Keycloak(),
     "operator": lambda ctx: OperatorComponent(ctx.kube()),

@@ -1,4 +1,5 @@
-"""A real MLflow tracking server on 127.0.0.1, with or without MLflow's basic-auth app.
+"""A real MLflow tracking server on 127.0.0.1 (or the local node's bridge address), with or without
+MLflow's basic-auth app.
 
 ``MlflowServer(auth=True)`` runs ``mlflow server --app-name basic-auth`` with a sqlite backend, a
 random admin password and its auth database in the run directory. ``MlflowServer(auth=False)``
@@ -36,12 +37,17 @@ class MlflowServer(OneProcess):
 
     name = "mlflow"
 
-    def __init__(self, *, auth: bool = True, workers: int = 1, name: str | None = None) -> None:
+    def __init__(self, *, auth: bool = True, workers: int = 1, name: str | None = None,
+                 host: str = "127.0.0.1") -> None:
+        """``host``: the address to listen on: 127.0.0.1, or the local node's bridge address so
+        that pods reach it. Never a wildcard address."""
+        if host in ("0.0.0.0", "::", ""):
+            raise StackError(f"{host!r}: the MLflow server listens on one local address only")
         self.auth = auth
         self.workers = workers
         if name:
             self.name = name
-        self.host = "127.0.0.1"
+        self.host = host
         self.port: int | None = None
         self.admin_username = "admin"
         self.admin_password = ""
