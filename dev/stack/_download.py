@@ -54,7 +54,7 @@ def maven_artifact(group: str, artifact: str, version: str, ext: str = "jar",
         raise StackError(f"`mvn` is not on PATH: {group}:{artifact}:{version} is fetched with Maven "
                          "by coordinates. Install Maven (Debian: `apt-get install -y maven`)")
     staging = Path(tempfile.mkdtemp(prefix=".mvn-", dir=dest_dir))
-    argv = [mvn, "-B", "-q", "-C", f"{DEPENDENCY_PLUGIN}:copy",
+    argv = [mvn, "-B", "-q", "-C", "-Dstyle.color=never", f"{DEPENDENCY_PLUGIN}:copy",
             f"-Dartifact={group}:{artifact}:{version}:{ext}", f"-DoutputDirectory={staging}",
             "-Dmdep.overWriteReleases=true"]
     try:
