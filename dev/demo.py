@@ -456,6 +456,7 @@ def run_scenario_node() -> int:
         f"/api/2.0/mlflow/metrics/get-history?run_id={started['run_id']}&metric_key=loss")
     stored = {int(m["step"]) for m in body.get("metrics", [])}
     say("Result")
+    detail(kubectl(stack, "get", "pods", "-A", "-o", "wide"))
     detail(f"steps logged: {len(logged)} ({sum(e.get('user') == alice[0] for e in logged)} as "
            f"{alice[0]}, {sum(e.get('user') == bob[0] for e in logged)} as {bob[0]}), "
            f"failed calls: {len(errors)}, container restarts: {restarts}")
