@@ -254,7 +254,7 @@ http {{
             auth_request /_authfront_check;
             auth_request_set $authfront_www $upstream_http_www_authenticate;
             error_page 401 = @unauthorized;
-            proxy_pass http://127.0.0.1:{backend_port};
+            proxy_pass http://{backend_host}:{backend_port};
             proxy_set_header Authorization {backend_authorization};
             proxy_set_header {custom_header} "";
             proxy_read_timeout 300s;
@@ -271,7 +271,7 @@ http {{
 class AuthFront:
     """nginx + validator in front of an MLflow server.
 
-    Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``custom_header``
+    Attributes once started: ``url`` (``http://HOST:PORT``), ``custom_header``
     (``X-MLflow-Auth`` by default), ``backend`` (the MlflowServer behind it), ``validator_url``.
     Methods: ``allow_token(tok)``, ``revoke_token(tok)``, ``clear_tokens()``,
     ``trust_issuer(issuer_url, jwks_url=None, audience=None)``, ``distrust_issuer(issuer_url)``,
@@ -281,7 +281,12 @@ class AuthFront:
     name = "authfront"
 
     def __init__(self, backend=None, *, custom_header: str = DEFAULT_CUSTOM_HEADER,
-                 initial_tokens: tuple[str, ...] = ()) -> None:
+                 initial_tokens: tuple[str, ...] = (), host: str = "127.0.0.1") -> None:
+        """``host``: the address nginx listens on: 127.0.0.1, or the local node's bridge address
+        so that pods reach it. Never a wildcard address. The validator and the backend stay where
+        they are (nginx reaches them on the host)."""
+        if host in ("0.0.0.0", "::", ""):
+            raise StackError(f"{host!r}: the auth front listens on one local address only")
         # Without a backend the front starts (and stops) its own MLflow without auth.
         self._owns_backend = backend is None
         if backend is None:
@@ -291,7 +296,7 @@ class AuthFront:
         self.backend = backend
         self.initial_tokens = tuple(initial_tokens)
         self.custom_header = custom_header
-        self.host = "127.0.0.1"
+        self.host = host
         self.port: int | None = None
         self.validator_port: int | None = None
         self.nginx: str | None = None
@@ -344,6 +349,7 @@ class AuthFront:
         conf = run / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
             run=run, host=self.host, port=self.port, validator_port=self.validator_port,
+            backend_host=getattr(self.backend, "host", "127.0.0.1"),
             backend_port=self.backend.port, backend_authorization=backend_authorization,
             custom_header=self.custom_header))
         conf.chmod(0o600)

@@ -1,4 +1,4 @@
-"""Keycloak (OAuth2 / OIDC) on 127.0.0.1 in dev mode, with the test realm from ``dev/keycloak/``.
+"""Keycloak (OAuth2 / OIDC) on 127.0.0.1 (or the local node's bridge address) in dev mode, with the test realm from ``dev/keycloak/``.
 
 Version: Keycloak 26 needs Java 21, which Debian bookworm does not package (``apt-cache policy
 openjdk-21-jre-headless``: no candidate). Keycloak 25.0.6, the last 25.x, runs on Java 17, so that
@@ -47,7 +47,7 @@ def _java_major() -> int:
 class Keycloak:
     """Keycloak with the ``mlflow`` realm and a confidential client for client credentials.
 
-    Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``realm`` ("mlflow"),
+    Attributes once started: ``url`` (``http://HOST:PORT``), ``realm`` ("mlflow"),
     ``issuer_url`` (``{url}/realms/mlflow``), ``token_url``, ``jwks_url``, ``client_id``
     ("mlflow-client"), ``client_secret`` (random per run; access tokens live 120 s and carry
     ``aud: mlflow``), ``admin_username`` / ``admin_password`` (master realm).
@@ -58,7 +58,14 @@ class Keycloak:
 
     name = "keycloak"
 
-    def __init__(self, *, realm_file: Path = REALM_FILE, version: str = VERSION) -> None:
+    def __init__(self, *, realm_file: Path = REALM_FILE, version: str = VERSION,
+                 host: str = "127.0.0.1") -> None:
+        """``host``: the one address to listen on (HTTP and the management port): 127.0.0.1, or
+        the local node's bridge address so that pods reach it. Never a wildcard address. In dev
+        mode (``--hostname-strict false``) the issuer is ``http://HOST:PORT/realms/...``, as the
+        requests' Host header says, so every party must use the same address."""
+        if host in ("0.0.0.0", "::", ""):
+            raise StackError(f"{host!r}: Keycloak listens on one local address only")
         self.version = version
         self.realm_file = Path(realm_file)
         realm = json.loads(self.realm_file.read_text())
@@ -67,7 +74,7 @@ class Keycloak:
         self.client_secret = ""
         self.admin_username = "admin"
         self.admin_password = ""
-        self.host = "127.0.0.1"
+        self.host = host
         self.port: int | None = None
         self.home: Path | None = None
         self._proc: ManagedProcess | None = None

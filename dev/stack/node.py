@@ -208,6 +208,9 @@ class LocalNode:
         self.images: Images | None = None
         self.netns: set[str] = set()
         self.tunables: dict[str, str] = {}
+        # Set once stop() has cleaned the host: a later stop() (the atexit hook at the end of a
+        # pytest session) must not remove the bridge of a node another process started since.
+        self._host_cleaned = False
 
     # -- install ---------------------------------------------------------------------------
     def ensure_installed(self) -> dict[str, str]:
@@ -247,6 +250,7 @@ class LocalNode:
             self.ensure_installed()
         assert self.images is not None
         self.run_dir = Path(run_dir)
+        self._host_cleaned = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._save_tunables()
@@ -457,7 +461,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop everything and remove what the node made on the host (idempotent)."""
+        """Stop everything and remove what the node made on the host (idempotent: once the host
+        is cleaned, a second call does nothing, even if another node has started since)."""
+        if self._host_cleaned:
+            return
         by_name = {p.name: p for p in self.processes}
         for name in ("kube-proxy", "kube-scheduler", "kubelet"):
             if name in by_name:
@@ -469,6 +476,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 by_name["containerd"].stop()
             kill_shims(self.run_dir)
             cleanup_host(self.run_dir, self.netns)
+            self._host_cleaned = True
         self.processes.clear()
 
 

@@ -30,7 +30,7 @@ from mlflow_secrets_auth_webhook.tls import KeyPair, fingerprint, issue_ca, issu
 from tests.e2e.fixtures_operator import apply_crd
 from tests.e2e.waiting import wait_for
 
-__all__ = ["webhook", "plugin_payload", "mlflow_client_python"]
+__all__ = ["webhook"]
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECT_IMAGE = "mlflow-secrets-auth:e2e"
@@ -177,23 +177,6 @@ def _wait_until_called(kube_api, handle: WebhookProcess, timeout: float = 30.0) 
             return "has no MlflowAuthBinding" in admission_error(exc)
         return False
     wait_for(answered, timeout, "the API server to call the e2e webhook")
-
-
-@pytest.fixture(scope="session")
-def plugin_payload(tmp_path_factory) -> Path:
-    """The plugin payload, built the way the image builds it (``plugin/build_payload.py DIR``)."""
-    import subprocess
-    dest = tmp_path_factory.mktemp("payload") / "payload"
-    subprocess.run([sys.executable, str(ROOT / "plugin" / "build_payload.py"), str(dest)],
-                   check=True, capture_output=True, timeout=120)
-    return dest
-
-
-@pytest.fixture(scope="session")
-def mlflow_client_python() -> Path:
-    """A clean venv's python with only MLflow (``dev/stack/clientenv.py``; cached)."""
-    from dev.stack.clientenv import client_python
-    return client_python()
 
 
 # --- helpers for tests ------------------------------------------------------------------------
