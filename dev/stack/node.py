@@ -515,25 +515,72 @@ def kill_shims(run_dir: Path) -> None:
             os.kill(pid, 9)
 
 
+class NodeTurn:
+    """The machine's one node slot: an exclusive ``flock`` held from the start of a node's control
+    plane to its stop, so a second test session or demo waits for the first to finish instead of
+    failing on (or tearing down) its bridge. The kernel drops the lock when the holder dies.
+    ``MSA_NODE_WAIT`` sets how long to wait, in seconds (default one hour)."""
+
+    def __init__(self, wait: float | None = None):
+        self.wait = float(os.environ.get("MSA_NODE_WAIT", "3600")) if wait is None else wait
+        self._handle = None
+
+    def acquire(self) -> "NodeTurn":
+        import fcntl
+
+        path = cache_dir("locks") / "node.lock"
+        handle = open(path, "a+")
+        deadline, said = time.monotonic() + self.wait, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise StackError(f"the local node stayed in use for {self.wait:.0f}s ({path} is "
+                                     "locked by another test session or demo); wait for it or stop it")
+                if not said:
+                    print(f"waiting for the local node: another session holds {path}", flush=True)
+                    said = True
+                time.sleep(1.0)
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the flock
+            self._handle = None
+
+
 class NodeKube(LocalKube):
     """The control plane for a node: creates the node's network first (the bridge address it
     serves on) and removes it at stop."""
 
     def __init__(self, version: str | None = None):
         super().__init__(version, node_ip=NODE_IP)
+        self._turn: NodeTurn | None = None
 
     def start(self, run_dir, timeout: float = 90.0) -> "NodeKube":
-        LocalNode.prepare_network()
+        self._turn = NodeTurn().acquire()  # one node per machine: wait for the one running now
         try:
-            super().start(run_dir, timeout)
+            LocalNode.prepare_network()
+            try:
+                super().start(run_dir, timeout)
+            except BaseException:
+                network_down()
+                raise
         except BaseException:
-            network_down()
+            self._turn.release()
             raise
         return self
 
     def stop(self) -> None:
         super().stop()
         network_down()
+        if self._turn is not None:
+            self._turn.release()
+            self._turn = None
 
     def info(self) -> dict:
         return {**super().info(), "node_ip": NODE_IP}
