@@ -8,7 +8,7 @@ that arrives during its sync queues one more sync after it. A DELETED event drop
 slot and its metrics; its Secret is garbage-collected through its ownerReference.
 
 After a sync, :func:`settle` writes what ``status.next_status`` returns, and nothing when the
-status only moved its clocks (docs/operator.md, "What a refresh writes").
+status only moved its clocks (operator/README.md, "What a refresh writes").
 
 With peering, only the active replica syncs: :class:`PeeringGate` follows kopf's pause and
 resume, and a paused scheduler drops its slots (kopf lists every binding again on resume, so

@@ -4,7 +4,7 @@
 came to (:class:`builders.Outcome`), the time and the binding's :class:`Policy`, and returns the
 status to store and the delay until the next attempt. The loop writes exactly what it returns
 (:func:`for_storage`), and nothing when :func:`changed` says the new status only moved its
-clocks. Modelled on kopf's ``progression.py``: immutable typed state in, immutable typed state out.
+clocks (operator/README.md, "What a refresh writes"). Modelled on kopf's ``progression.py``: immutable typed state in, immutable typed state out.
 
 Nothing here talks to the API, reads the clock or draws random numbers of its own (``Policy.rng``
 is passed in; tests pass a constant).
@@ -145,7 +145,7 @@ def _condition(old: Optional[Condition], status: str, reason: str, message: str,
 
 def changed(previous: BindingStatus, new: BindingStatus) -> bool:
     """True when ``new`` differs from ``previous`` in more than its clocks (``CLOCK_FIELDS``):
-    an unchanged refresh writes no status (docs/operator.md, "What a refresh writes")."""
+    an unchanged refresh writes no status (operator/README.md, "What a refresh writes")."""
     return (previous.model_dump(exclude=set(CLOCK_FIELDS))
             != new.model_dump(exclude=set(CLOCK_FIELDS)))
 
