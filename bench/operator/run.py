@@ -133,7 +133,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bindings", type=int, default=1000)
     parser.add_argument("--refresh", default="60s", help="spec.refresh.interval of every binding")
-    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--timeout", type=float, default=600,
+                        help="seconds after the last create to wait for all Ready")
     parser.add_argument("--observe-refresh", action="store_true")
     parser.add_argument("--workers", default="16", help="MSA_WORKERS for the operator")
     parser.add_argument("--auth", choices=("token", "kubernetes"), default="token",
@@ -233,7 +234,7 @@ def run_design(args, pythonpath: Path | None) -> dict:
         report["create_seconds"] = round(time.monotonic() - started, 1)
         created = time.monotonic()
         ready = 0
-        while time.monotonic() - started < args.timeout:
+        while time.monotonic() - created < args.timeout:
             ready = ready_count(custom)
             if ready >= args.bindings:
                 break
@@ -246,8 +247,9 @@ def run_design(args, pythonpath: Path | None) -> dict:
         time.sleep(3)   # the last status patches and Events land
         initial = request_delta(requests_before, apiserver_requests(kube))
         report["apiserver_requests_initial"] = initial
+        initial_syncs = metric(scrape(metrics_url), "msa_secret_writes_total")
         report["apiserver_requests_per_initial_sync"] = round(
-            sum(initial.values()) / args.bindings, 2)
+            sum(initial.values()) / initial_syncs, 2) if initial_syncs else None
         report["cpu_seconds_until_ready"] = {
             "operator": round(cpu_seconds(operator.pid) - cpu_before["operator"], 1),
             "operator_event_loop_thread": round(cpu_seconds(operator.pid, operator.pid)

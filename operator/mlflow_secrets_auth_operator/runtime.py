@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # the finalizer of versions with a daemon per binding: no handler needs it now, so kopf removes
 # it from every binding it still blocks (deleting them after an upgrade is not held up)
 FINALIZER = "mlflow-secrets-auth.io/operator"
+LIST_CHUNK = 500       # objects per page of kopf's initial list (kopf's default: all in one)
 KOPF_CONNECTIONS = 20  # kopf's own API connections (watches, finalizer patches); kopf's default: no limit
 
 
@@ -55,6 +56,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.idle_timeout = 1.0  # kopf's per-object worker task ends 1 s after an event
+    settings.watching.chunk_size = LIST_CHUNK   # a restart lists 10,000 bindings in chunks
 
 
 def start(memo: kopf.Memo) -> None:
