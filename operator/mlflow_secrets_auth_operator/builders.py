@@ -1,4 +1,4 @@
-"""Pure builders: the owned Secret, the binding's status and the refresh schedule.
+"""Pure builders: the owned Secret and the refresh schedule (the status: status.py).
 
 Nothing here talks to the API; ``kube`` applies what these return.
 """
@@ -12,7 +12,6 @@ from typing import Callable, Dict, Mapping, Optional
 from mlflow_secrets_auth_api.binding import (GROUP, KIND, LABEL_BINDING, LABEL_MANAGED_BY,
                                              MANAGED_BY, SECRET_TYPE, VERSION, secret_name_for)
 
-from .credential import rfc3339
 
 READY = "Ready"
 SYNCED = "Synced"
@@ -80,53 +79,7 @@ def secret_needs_write(existing: Optional[Mapping], desired: Mapping) -> bool:
             or (want["ownerReferences"][0]["uid"], True) not in owners)
 
 
-# --- status -------------------------------------------------------------------------------------
-def ready_condition(previous: Optional[Mapping], status: str, reason: str, message: str,
-                    now: datetime, generation: Optional[int]) -> Dict[str, object]:
-    """A Ready condition; lastTransitionTime moves only when the status flips."""
-    since = rfc3339(now)
-    if previous and previous.get("status") == status and previous.get("lastTransitionTime"):
-        since = previous["lastTransitionTime"]
-    return {"type": READY, "status": status, "reason": reason, "message": message[:1024],
-            "lastTransitionTime": since, "observedGeneration": generation}
-
-
-def build_status(previous: Mapping, outcome: Outcome, *, binding_name: str, provider: Optional[str],
-                 generation: Optional[int], now: datetime, next_refresh: Optional[datetime],
-                 sync_request: Optional[str], secret_exists: bool) -> Dict[str, object]:
-    """The status after a sync attempt. Fields set to None are removed by the merge patch."""
-    previous = previous or {}
-    conditions = [c for c in previous.get("conditions") or [] if c.get("type") != READY]
-    old_ready = next((c for c in previous.get("conditions") or [] if c.get("type") == READY), None)
-    secret_name = secret_name_for(binding_name)
-    status: Dict[str, object] = {
-        "observedGeneration": generation,
-        "provider": provider,
-        "nextRefreshTime": rfc3339(next_refresh) if next_refresh else None,
-        "lastSyncRequest": sync_request,
-        "secretName": secret_name if secret_exists else None,
-    }
-    if outcome.ok:
-        status.update(lastSyncTime=rfc3339(now),
-                      expiresAt=rfc3339(outcome.expires_at) if outcome.expires_at else None,
-                      secretVersion=outcome.version)
-        message = f"credential from {provider} delivered to Secret {secret_name}"
-        if outcome.expires_at:
-            message += f"; it expires at {rfc3339(outcome.expires_at)}"
-        ready = ready_condition(old_ready, "True", SYNCED, message, now, generation)
-    else:
-        message = outcome.message
-        if secret_exists and previous.get("lastSyncTime"):
-            expires = _parse(previous.get("expiresAt"))
-            if expires is not None and expires <= now:
-                message += f"; the last credential in Secret {secret_name} expired at {rfc3339(expires)}"
-            else:
-                message += f"; Secret {secret_name} keeps the credential from {previous['lastSyncTime']}"
-        ready = ready_condition(old_ready, "False", outcome.reason, message, now, generation)
-    status["conditions"] = [ready] + conditions
-    return status
-
-
+# --- times ---------------------------------------------------------------------------------------
 def _parse(text: Optional[str]) -> Optional[datetime]:
     if not text:
         return None

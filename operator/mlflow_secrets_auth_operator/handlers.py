@@ -5,7 +5,7 @@ import kopf
 
 from mlflow_secrets_auth_api.binding import GROUP, PLURAL, VERSION
 
-from . import loop, runtime
+from . import runtime
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -37,10 +37,6 @@ def bindings_probe(memo: kopf.Memo, **_) -> int:
 
 @kopf.on.event(*RESOURCE)
 async def observe(body: kopf.Body, memo: kopf.Memo, type: str, **_) -> None:  # noqa: A002
-    if type in (None, "ADDED", "MODIFIED"):
-        loop.notice(body, memo)
-
-
-@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
-async def keep_fresh(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_) -> None:
-    await loop.run(body, memo, stopped, memo["context"], memo["executor"], memo["limiter"])
+    """Every watch event goes to the one scheduler (loop.Scheduler): it syncs on a spec change,
+    a sync request or the clock, and forgets a deleted binding."""
+    memo["scheduler"].observe(type, body)

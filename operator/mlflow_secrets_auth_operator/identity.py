@@ -190,7 +190,14 @@ class VaultLogins:
     def put(self, key, token: str, lease_seconds: int) -> None:
         keep = min(self.max_age, lease_seconds / 2) if lease_seconds > 0 else self.max_age
         with self._lock:
-            self._tokens[key] = (token, self._clock() + keep)
+            now = self._clock()
+            self._tokens[key] = (token, now + keep)
+            # bounded by the identities logged in within max_age, not by all ever seen
+            for old in [k for k, (_, until) in self._tokens.items() if until <= now]:
+                del self._tokens[old]
+            for old in [k for k, gate in self._logging_in.items()
+                        if k not in self._tokens and not gate.locked()]:
+                del self._logging_in[old]
 
     def drop(self, key, token: str) -> None:
         with self._lock:

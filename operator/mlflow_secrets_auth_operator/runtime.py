@@ -13,14 +13,17 @@ import kopf
 
 from .kube import KubeApi, api_client
 from .logs import Redactor
-from .loop import NamespaceLimiter
+from .loop import NamespaceLimiter, PeeringGate, Scheduler
 from .metrics import Metrics
 from .nudger import Nudger
 from .reconcile import Context
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+# the finalizer of versions with a daemon per binding: no handler needs it now, so kopf removes
+# it from every binding it still blocks (deleting them after an upgrade is not held up)
 FINALIZER = "mlflow-secrets-auth.io/operator"
+LIST_CHUNK = 500       # objects per page of kopf's initial list (kopf's default: all in one)
 KOPF_CONNECTIONS = 20  # kopf's own API connections (watches, finalizer patches); kopf's default: no limit
 
 
@@ -45,14 +48,15 @@ def bounded_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False              # we post our own Events, on transitions only
-    settings.persistence.finalizer = FINALIZER     # daemons need one to stop cleanly
+    settings.persistence.finalizer = FINALIZER     # the old one, so that kopf removes it
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix="mlflow-secrets-auth.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="mlflow-secrets-auth.io", key="last-handled-configuration")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.background.cancellation_polling = 1.0
+    settings.batching.idle_timeout = 1.0  # kopf's per-object worker task ends 1 s after an event
+    settings.watching.chunk_size = LIST_CHUNK   # a restart lists 10,000 bindings in chunks
 
 
 def start(memo: kopf.Memo) -> None:
@@ -78,6 +82,7 @@ def start(memo: kopf.Memo) -> None:
     memo["context"] = Context(settings=settings, kube=kube, metrics=metrics,
                               redactor=redactor, exchange=exchange_client,
                               ca_dir=Path(memo["ca_dir"].name), nudger=start_nudger(memo, kube))
+    start_scheduler(memo)
     log.info("operator started", extra={
         "namespaces": list(settings.namespaces) or "all",
         "refused_namespaces": list(settings.namespaces_refused),
@@ -96,6 +101,20 @@ def start_nudger(memo: kopf.Memo, kube) -> Optional[Nudger]:
     nudger = Nudger(kube, memo["metrics"], rate=settings.nudge_rate, burst=settings.nudge_burst)
     memo["nudge_task"] = asyncio.get_running_loop().create_task(nudger.run(), name="nudge-pods")
     return nudger
+
+
+def start_scheduler(memo: kopf.Memo) -> Scheduler:
+    """The one scheduler of every binding (loop.Scheduler) and its task; with peering it starts
+    paused, as kopf does, until kopf resumes this replica. Must be called inside the event loop."""
+    settings: Settings = memo["settings"]
+    scheduler = Scheduler(memo["context"], memo["executor"], memo["limiter"],
+                          active=not settings.peering)
+    loop = asyncio.get_running_loop()
+    memo["scheduler"] = scheduler
+    memo["scheduler_task"] = loop.create_task(scheduler.run(), name="scheduler")
+    if settings.peering:
+        memo["peering_gate"] = PeeringGate(scheduler, loop).attach()
+    return scheduler
 
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -125,6 +144,10 @@ def with_api_audiences(settings: Settings, kube, token_file: Path = SERVICE_ACCO
 
 
 def stop(memo: kopf.Memo) -> None:
+    if memo.get("scheduler_task") is not None:
+        memo["scheduler_task"].cancel()
+    if memo.get("peering_gate") is not None:
+        memo["peering_gate"].detach()
     if memo.get("nudge_task") is not None:
         memo["nudge_task"].cancel()
     executor = memo.get("executor")

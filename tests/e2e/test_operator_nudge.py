@@ -176,12 +176,17 @@ def test_with_nudging_off_no_pod_is_patched_and_with_it_on_the_same_sync_patches
     for name in ("a", "b"):
         _pod(kube_api, namespace, name, {LABEL: "local"})
 
-    class NeverStopped:
-        def __bool__(self):
-            return False
-
-        async def wait(self):
-            await asyncio.Event().wait()
+    async def sync_alone(ctx, executor):
+        """The scheduler with this one binding until its first sync is done: the binding is not
+        in the API server, so writing its status answers 404 and the scheduler forgets it."""
+        scheduler = loop.Scheduler(ctx, executor, loop.NamespaceLimiter(1))
+        task = asyncio.get_running_loop().create_task(scheduler.run())
+        scheduler.observe("ADDED", body)
+        try:
+            while scheduler.slots:
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
 
     async def sync_once(nudge_on):
         value = "tok-" + secrets.token_hex(12)
@@ -197,8 +202,7 @@ def test_with_nudging_off_no_pod_is_patched_and_with_it_on_the_same_sync_patches
                       redactor=Redactor(), nudger=runtime.start_nudger(memo, kube))
         try:
             with ThreadPoolExecutor(2) as executor:
-                await asyncio.wait_for(
-                    loop.run(body, {}, NeverStopped(), ctx, executor, loop.NamespaceLimiter(1)), 30)
+                await asyncio.wait_for(sync_alone(ctx, executor), 30)
             assert len(written) == 1
             if nudge_on:   # the control: the same sync with nudging on patches both pods
                 for _ in range(100):

@@ -39,25 +39,6 @@ def test_an_identical_secret_needs_no_write_but_changed_data_does():
     assert builders.secret_needs_write(None, desired)
 
 
-def test_ready_transition_time_moves_only_when_the_status_flips():
-    ok = builders.Outcome(ok=True, reason="Synced", message="")
-    first = builders.build_status({}, ok, binding_name="mlflow", provider="vault", generation=1,
-                                  now=NOW, next_refresh=NOW, sync_request=None, secret_exists=True)
-    later = builders.build_status(first, ok, binding_name="mlflow", provider="vault", generation=1,
-                                  now=NOW + timedelta(minutes=5), next_refresh=NOW,
-                                  sync_request=None, secret_exists=True)
-    assert later["conditions"][0]["lastTransitionTime"] == first["conditions"][0]["lastTransitionTime"]
-    assert later["lastSyncTime"] != first["lastSyncTime"]
-    failed = builders.build_status(later, builders.Outcome.failure("ProviderUnavailable", "down"),
-                                   binding_name="mlflow", provider="vault", generation=1,
-                                   now=NOW + timedelta(minutes=6), next_refresh=NOW,
-                                   sync_request=None, secret_exists=True)
-    cond = failed["conditions"][0]
-    assert (cond["status"], cond["reason"]) == ("False", "ProviderUnavailable")
-    assert "keeps the credential" in cond["message"]
-    assert "lastSyncTime" not in failed  # untouched by the merge patch: the last good sync stays
-
-
 def test_refresh_is_never_later_than_the_interval_and_earlier_for_expiring_credentials():
     at = builders.next_refresh(NOW, 300, None, jitter=0.1, rng=lambda: 0.999)
     assert timedelta(seconds=269) < at - NOW <= timedelta(seconds=300)

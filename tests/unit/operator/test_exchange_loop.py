@@ -31,7 +31,8 @@ def _spec(server, **over):
 
 
 class Harness:
-    """One binding, synced and settled like the loop does, with the status merged back."""
+    """One binding, synced (reconcile.sync) and settled (loop.settle); the status that settle
+    stored becomes the binding's, as the scheduler keeps it."""
 
     def __init__(self, server, **over):
         self.kube = FakeKube()
@@ -44,20 +45,15 @@ class Harness:
 
         self.ctx = context(self.kube, {"vault": fetch})
         self.ctx.exchange = exchange.TokenClient(clock=self.ctx.clock)
-        self.state = loop.BindingState()
+        self.slot = loop.Slot("team-a", "mlflow", b"", 1, None)
         self.body = binding(_spec(server, **over))
         self.server = server
 
     def step(self):
         outcome = reconcile.sync(self.body, self.ctx)
-        delay = loop.settle(self.body, outcome, self.state, self.ctx)
-        status = dict(self.body.get("status") or {})
-        for key, value in self.kube.statuses[-1][2].items():  # a JSON merge patch
-            if value is None:
-                status.pop(key, None)
-            else:
-                status[key] = value
-        self.body["status"] = status
+        delay, stored = loop.settle(self.body, outcome, self.slot, self.ctx)
+        if stored is not None:
+            self.body["status"] = stored
         return outcome, delay
 
     @property
@@ -161,10 +157,3 @@ def test_the_client_secret_and_tokens_stay_out_of_status_and_events(server):
     h.step()
     text = json.dumps([h.kube.statuses, h.kube.events])
     assert SECRET not in text and "token-abcdef-123" not in text
-
-
-def test_hold_leaves_a_status_alone_when_nothing_was_ready():
-    status = {"conditions": [{"type": "Ready", "status": "False", "reason": "ProviderUnavailable"}]}
-    outcome = type("O", (), {"ok": False, "transient": True, "reason": "ProviderUnavailable",
-                             "message": "down"})()
-    assert exchange.hold_ready_while_token_valid(status, {}, outcome, None) is status

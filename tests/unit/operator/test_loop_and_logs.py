@@ -4,8 +4,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import timedelta
-
 import pytest
 
 from mlflow_secrets_auth_operator import loop
@@ -34,41 +32,36 @@ def test_bad_settings_are_refused_naming_the_variable(env):
 
 def test_settle_posts_an_event_only_on_transitions_and_schedules_backoff():
     ctx = context()
-    state = loop.BindingState()
+    slot = loop.Slot("team-a", "mlflow", b"", 1, None)
     body = binding(VALID["vault-token-bearer"])
     failure = Outcome.failure("ProviderUnavailable", "Vault is down")
-    first = loop.settle(body, failure, state, ctx)
-    second = loop.settle(body, failure, state, ctx)
+    first, _ = loop.settle(body, failure, slot, ctx)
+    second, _ = loop.settle(body, failure, slot, ctx)
     assert [e[1] for e in ctx.kube.events] == ["ProviderUnavailable"]
     assert 0 < first < second <= 30
-    ok = loop.settle(body, Outcome(ok=True, reason="Synced", message="", written=True), state, ctx)
+    ok, _ = loop.settle(body, Outcome(ok=True, reason="Synced", message="", written=True), slot,
+                        ctx)
     assert [e[1] for e in ctx.kube.events] == ["ProviderUnavailable", "Synced"]
-    assert 27 <= ok <= 30 and state.failures == 0
-    loop.settle(body, Outcome(ok=True, reason="Synced", message="", written=True), state, ctx)
+    assert 27 <= ok <= 30 and slot.failures == 0
+    loop.settle(body, Outcome(ok=True, reason="Synced", message="", written=True), slot, ctx)
     assert [e[1] for e in ctx.kube.events][-1] == "Rotated"
 
 
-def test_a_fresh_status_delays_the_first_sync_after_a_restart():
+def test_settle_writes_the_status_only_when_more_than_its_clocks_changed():
     ctx = context()
-    now = ctx.clock()
-    status = {"conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": 1,
-              "nextRefreshTime": (now + timedelta(seconds=120)).isoformat()}
-    assert loop.initial_delay(binding({}, status=status), now) == pytest.approx(120)
-    stale = binding({}, generation=2, status=status)
-    assert loop.initial_delay(stale, now) == 0
-    asked = binding({}, status=status, annotations={"mlflow-secrets-auth.io/sync-requested": "x"})
-    assert loop.initial_delay(asked, now) == 0
-
-
-def test_notice_wakes_the_loop_only_for_a_new_generation_or_request():
-    memo = {}
-    state = loop.state_of(memo)
-    state.started, state.last_generation, state.last_request = True, 1, None
-    loop.notice(binding({}, generation=1), memo)
-    assert not state.wake.is_set()
-    loop.notice(binding({}, generation=1, annotations={"mlflow-secrets-auth.io/sync-requested": "1"}),
-                memo)
-    assert state.wake.is_set()
+    slot = loop.Slot("team-a", "mlflow", b"", 1, None)
+    body = binding(VALID["vault-token-bearer"])
+    same = Outcome(ok=True, reason="Synced", message="", version="1")
+    _, stored = loop.settle(body, Outcome(ok=True, reason="Synced", message="", version="1",
+                                          written=True), slot, ctx)
+    assert stored is not None and len(ctx.kube.statuses) == 1
+    body["status"] = stored
+    ctx.clock.advance(300)
+    _, nothing = loop.settle(body, same, slot, ctx)
+    assert nothing is None and len(ctx.kube.statuses) == 1   # an unchanged refresh writes nothing
+    _, moved = loop.settle(body, Outcome(ok=True, reason="Synced", message="", version="2"),
+                           slot, ctx)
+    assert moved["secretVersion"] == "2" and len(ctx.kube.statuses) == 2
 
 
 def test_json_logs_redact_every_known_secret_in_messages_extras_and_tracebacks():

@@ -275,19 +275,6 @@ def test_the_lead_never_passes_a_third_of_the_lifetime_so_short_tokens_renew_at_
     assert _lead(True, 30) == 10 and _lead(False, 60) == 20 and _lead(False, 300) == 100
 
 
-def test_with_nudging_off_a_five_minute_token_is_renewed_at_most_200_s_after_minting():
-    from datetime import datetime, timedelta, timezone
-    from mlflow_secrets_auth_operator import exchange
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    expires = now + timedelta(seconds=300)
-    late = exchange.next_token_refresh(now, now + timedelta(hours=1), expires, rng=lambda: 0.999,
-                                       min_lead=nudge.token_lead(False, now, expires))
-    assert late == now + timedelta(seconds=200)   # the 2/3 rule alone would say 215 s
-    on = exchange.next_token_refresh(now, now + timedelta(hours=1), expires, rng=lambda: 0.999,
-                                     min_lead=nudge.token_lead(True, now, expires))
-    assert on > now + timedelta(seconds=214)      # with nudging, the 2/3 rule is early enough
-
-
 def test_the_task_sends_what_is_requested_and_waits_idle_for_the_next_request():
     import asyncio
     import time

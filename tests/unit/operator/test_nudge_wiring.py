@@ -38,41 +38,28 @@ def test_a_written_secret_reports_its_resource_version_and_an_unchanged_one_none
     assert (rotated.written, rotated.secret_resource_version) == (True, "2")
 
 
-class _Stopped:
-    """kopf's DaemonStopped as the loop uses it: truthy once stopped, and awaitable."""
-
-    def __init__(self):
-        self.flag, self.event = False, asyncio.Event()
-
-    def __bool__(self):
-        return self.flag
-
-    async def wait(self):
-        await self.event.wait()
-
-    def stop(self):
-        self.flag = True
-        self.event.set()
-
-
 class _RecordingNudger:
-    def __init__(self, stopped):
-        self.requests, self.stopped = [], stopped
+    def __init__(self, done: asyncio.Event):
+        self.requests, self.done = [], done
 
     def request(self, namespace, name, version):
         self.requests.append((namespace, name, version))
-        self.stopped.stop()   # one sync is enough
+        self.done.set()   # one sync is enough
 
 
-def test_the_binding_loop_asks_for_a_nudge_after_writing_a_changed_secret():
+def test_the_scheduler_asks_for_a_nudge_after_writing_a_changed_secret():
     async def main():
-        stopped = _Stopped()
+        done = asyncio.Event()
         ctx = _ctx(["tok-loop-value"])
-        ctx.nudger = _RecordingNudger(stopped)
+        ctx.nudger = _RecordingNudger(done)
         with ThreadPoolExecutor(1) as executor:
-            await asyncio.wait_for(loop.run(binding(VALID["vault-token-bearer"]), {}, stopped,
-                                            ctx, executor, loop.NamespaceLimiter(1)),
-                                   timeout=30)
+            scheduler = loop.Scheduler(ctx, executor, loop.NamespaceLimiter(1))
+            task = asyncio.get_running_loop().create_task(scheduler.run())
+            scheduler.observe("ADDED", binding(VALID["vault-token-bearer"]))
+            try:
+                await asyncio.wait_for(done.wait(), timeout=30)
+            finally:
+                task.cancel()
         return ctx.nudger.requests
     assert asyncio.run(main()) == [("team-a", "mlflow", "1")]
 

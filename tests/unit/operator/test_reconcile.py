@@ -306,3 +306,13 @@ def test_an_inline_ca_certificate_is_written_once_and_passed_as_a_file(tmp_path)
     assert seen[0] == seen[1] and open(seen[0]).read() == pem
     spec["provider"]["vault"]["caCert"] = "not a pem"
     assert reconcile.sync(binding(spec), ctx).reason == "InvalidSpec"
+
+
+def test_the_vault_login_cache_holds_only_identities_logged_in_within_its_max_age():
+    clock = [0.0]
+    cache = VaultLogins(max_age=300, clock=lambda: clock[0])
+    for n in range(50):   # namespaces that come and go
+        cache.token(f"ns-{n}", lambda: ("hvs.token", 0))
+    clock[0] = 301
+    cache.token("ns-new", lambda: ("hvs.token", 0))
+    assert list(cache._tokens) == ["ns-new"] and list(cache._logging_in) == ["ns-new"]
