@@ -103,7 +103,7 @@ def _require_env(environ: Mapping[str, str], provider: str) -> None:
 
 
 def _vault_fetch(environ: Mapping[str, str]):
-    vault = _provider("vault")
+    vault = _providers(VAULT)
 
     address = environ["VAULT_ADDR"]
     if environ.get("VAULT_TOKEN"):
@@ -147,7 +147,7 @@ def vault_location(environ: Mapping[str, str]) -> Tuple[str, str, str]:
 
 
 def _aws_fetch(environ: Mapping[str, str]):
-    aws = _provider("aws")
+    aws = _providers(AWS)
 
     secret_id = environ["MLFLOW_AWS_SECRET_ID"]
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
@@ -164,7 +164,7 @@ def _aws_fetch(environ: Mapping[str, str]):
 
 
 def _azure_fetch(environ: Mapping[str, str]):
-    azure = _provider("azure")
+    azure = _providers(AZURE)
 
     url = environ["AZURE_KEY_VAULT_URL"]
     name = environ["MLFLOW_AZURE_SECRET_NAME"]
@@ -186,25 +186,23 @@ _FETCHERS: Dict[str, Callable] = {VAULT: _vault_fetch, AWS: _aws_fetch, AZURE: _
 
 
 _PACKAGE = "mlflow_secrets_auth_providers"
-_EXTRA = {"vault": "vault", "aws": "aws", "azure": "azure"}
+#: A direct-mode provider -> its module in the providers package (and the extra installing it).
+_MODULE = {VAULT: "vault", AWS: "aws", AZURE: "azure"}
 
 
-def provider_module(provider: str) -> str:
-    """The providers' module for a direct-mode provider name (``aws-secrets-manager`` -> aws)."""
-    return {VAULT: "vault", AWS: "aws", AZURE: "azure"}[provider]
-
-
-def _provider(module: str, package: bool = False):
-    """``mlflow_secrets_auth_providers.<module>`` (or the package itself), or a CredentialError
-    naming the extra to install (the in-pod payload carries the plugin only)."""
+def _providers(provider: str, module: bool = True):
+    """``mlflow_secrets_auth_providers.<module of provider>`` (or, with ``module=False``, the
+    package), or a CredentialError naming the extra to install (the in-pod payload carries the
+    plugin only)."""
     import importlib
 
+    name = _MODULE[provider]
     try:
-        return importlib.import_module(_PACKAGE if package else "%s.%s" % (_PACKAGE, module))
+        return importlib.import_module("%s.%s" % (_PACKAGE, name) if module else _PACKAGE)
     except ImportError:
         raise CredentialError(
-            "direct mode needs the secret-manager support: pip install "
-            "'mlflow-secrets-auth[%s]'" % _EXTRA[module]) from None
+            "direct mode with %s needs the providers package: pip install "
+            "'mlflow-secrets-auth[%s]'" % (provider, name)) from None
 
 
 #: A provider's parameter -> the variable that sets it in direct mode (provider errors name
@@ -257,7 +255,7 @@ def credential_fetcher(provider: str, environ: Mapping[str, str]):
     mode = environ.get(_PREFIX[provider] + "_AUTH_MODE") or "bearer"
     header = environ.get(HEADER_ENV) or "Authorization"
     raw_fetch, description = _FETCHERS[provider](environ)
-    providers = _provider(provider_module(provider), package=True)
+    providers = _providers(provider, module=False)
 
     def fetch() -> Credential:
         try:

@@ -146,3 +146,17 @@ def test_values_shared_by_two_bindings_stay_redacted_until_both_are_forgotten():
     assert redactor.redact("s.shared-token") == REDACTED
     redactor.forget(ports.owner_key("team-a", "two"))
     assert redactor.redact("s.shared-token") == "s.shared-token"
+
+
+def test_only_the_ports_register_values():
+    """No code between a sync and its ports registers (or passes a registry along)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    registering = sorted(
+        str(p.relative_to(root)) for p in [*(root / "operator").rglob("*.py"),
+                                            *(root / "webhook").rglob("*.py")]
+        if re.search(r"(?i)redactor\.(add|add_all)\(", p.read_text()))
+    assert registering == ["operator/mlflow_secrets_auth_operator/ports.py",
+                           "webhook/mlflow_secrets_auth_webhook/certs.py"]
