@@ -21,6 +21,8 @@ COPY plugin/ plugin/
 COPY api/ api/
 COPY operator/ operator/
 COPY webhook/ webhook/
+COPY providers/ providers/
+COPY redaction/ redaction/
 RUN /opt/venv/bin/pip install ".[operator,webhook]" \
  && rm -rf /opt/venv/bin/pip* /opt/venv/lib/python*/site-packages/pip
 # The same step tests/unit/test_docker_payload.py runs into a temporary directory.

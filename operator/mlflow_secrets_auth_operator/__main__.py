@@ -8,8 +8,10 @@ import sys
 import kopf
 from prometheus_client import start_http_server
 
+from mlflow_secrets_auth_redaction import Redactor
+
 from . import handlers  # noqa: F401 - registers the kopf handlers
-from .logs import Redactor, configure
+from .logs import configure
 from .metrics import Metrics
 from .settings import Settings
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Dict, Mapping, Optional, Union
 
 from mlflow_secrets_auth.credentials import is_header_value
-from mlflow_secrets_auth.providers import InvalidSecretFormat, SecretValue
+from mlflow_secrets_auth_providers import InvalidSecretFormat, SecretValue
 from mlflow_secrets_auth_api.binding import Credential
 
 Fields = Dict[str, str]

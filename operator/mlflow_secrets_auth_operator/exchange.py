@@ -9,8 +9,10 @@ under ``clientIdKey`` / ``clientSecretKey`` of the fetched secret.
 Pure functions build the request, parse the answer, classify errors and compute the refresh time;
 :class:`TokenClient` is the thin HTTP layer (``requests``) that ties them together. Nothing here
 logs, formats or raises with the client secret or a token in it: :class:`ClientCredentials` and
-:class:`AccessToken` hide them from ``repr`` and every error message is passed through
-:func:`redact` with the secret values it could contain.
+:class:`AccessToken` hide them from ``repr`` (``field(repr=False)``, which is also how the sync's
+token port, ports.RegisteringMinter, finds them to register for redaction) and every error message
+built from an answer is passed through :func:`mlflow_secrets_auth_redaction.scrub` with the secret
+values it could contain.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from typing import Callable, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from mlflow_secrets_auth_api.binding import OAuth2ClientCredentials
+from mlflow_secrets_auth_redaction import scrub as redact
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +123,6 @@ class InvalidExchangeConfig(ExchangeError):
     """The binding or the fetched secret cannot make a token request (missing key, no URL)."""
 
     reason = "InvalidExchangeConfig"
-
-
-def redact(text: str, *secrets: Optional[str]) -> str:
-    """``text`` with every non-trivial secret value replaced, for messages built from responses."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    return text
 
 
 # --- pure: inputs -------------------------------------------------------------------------------

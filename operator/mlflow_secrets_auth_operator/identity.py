@@ -17,16 +17,19 @@ from typing import Callable, Optional, Protocol, Tuple
 
 from kubernetes.client.rest import ApiException
 
-from mlflow_secrets_auth.providers import AuthenticationFailed, PermissionDenied, aws, azure, vault
+from mlflow_secrets_auth_providers import (AuthenticationFailed, PermissionDenied, ProviderError,
+                                           aws, azure, vault)
 from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
 
 from . import deadline, guard
 from .errors import SyncError
-from .logs import Redactor
 from .settings import Settings
 
 
 class KubePort(Protocol):
+    """Secret reads and TokenRequests; in a sync this is ``ports.RegisteringKube``, which
+    registers every value it returns for redaction."""
+
     def read_secret_data(self, namespace: str, name: str) -> Optional[dict]: ...
     def request_token(self, namespace: str, service_account: str, audiences, seconds: int) -> str: ...
 
@@ -34,8 +37,7 @@ class KubePort(Protocol):
 Fetch = Callable[[], "object"]
 
 
-def _secret_key(kube: KubePort, namespace: str, name: str, key: str, field: str,
-                redactor: Redactor) -> str:
+def _secret_key(kube: KubePort, namespace: str, name: str, key: str, field: str) -> str:
     try:
         data = kube.read_secret_data(namespace, name)
     except ApiException as exc:
@@ -49,12 +51,11 @@ def _secret_key(kube: KubePort, namespace: str, name: str, key: str, field: str,
         # author may not be allowed to read it
         raise SyncError("SecretRefNotFound", f"{field}: Secret {namespace}/{name} has no non-empty "
                         f"key {key!r}; fix the key name or add the key to the Secret")
-    redactor.add(value)
     return value.strip()
 
 
 def _token(kube: KubePort, namespace: str, service_account: str, audience: Optional[str],
-           field: str, settings: Settings, redactor: Redactor) -> str:
+           field: str, settings: Settings) -> str:
     """A TokenRequest for ``namespace/service_account``, always for exactly one audience that is
     not the API server's (``field`` names the ServiceAccount; its sibling ``audience`` field is
     named when the audience is refused)."""
@@ -69,8 +70,49 @@ def _token(kube: KubePort, namespace: str, service_account: str, audience: Optio
                             f"the name") from None
         raise _api_error(exc, f"requesting a token for ServiceAccount {namespace}/{service_account}"
                          ) from None
-    redactor.add(token)
     return token
+
+
+#: A provider's parameter -> the binding field that sets it (provider errors name parameters).
+PROVIDER_FIELDS = {
+    "vault": {"address": "spec.provider.vault.address", "mount": "spec.provider.vault.mount",
+              "path": "spec.provider.vault.path", "kv_version": "spec.provider.vault.kvVersion"},
+    "aws": {"secret_id": "spec.provider.awsSecretsManager.secretId",
+            "region": "spec.provider.awsSecretsManager.region",
+            "version_stage": "spec.provider.awsSecretsManager.versionStage",
+            "role_arn": "spec.provider.awsSecretsManager.auth.webIdentity.roleArn",
+            "credentials": "spec.provider.awsSecretsManager.auth"},
+    "azure": {"vault_url": "spec.provider.azureKeyVault.vaultUrl",
+              "name": "spec.provider.azureKeyVault.secretName",
+              "version": "spec.provider.azureKeyVault.version",
+              "credentials": "spec.provider.azureKeyVault.auth"},
+}
+#: Advice for the binding's owner, by (provider, reason).
+PROVIDER_ADVICE = {
+    ("vault", "PermissionDenied"): "grant read on the path to the namespace's Vault role",
+}
+
+
+def provider_message(exc: ProviderError) -> str:
+    """A provider error in the binding's terms: what happened, then which binding fields to
+    check (from the error's data), then the advice for this kind of failure."""
+    fields = PROVIDER_FIELDS.get(exc.provider, {})
+    named = [fields[p] for p in exc.check if p in fields]
+    message = exc.message
+    if named:
+        message += "; check " + _and(named)
+    advice = PROVIDER_ADVICE.get((exc.provider, exc.reason))
+    if advice and not named:
+        message += "; " + advice
+    return message
+
+
+def _and(fields) -> str:
+    """``a.b.x, a.b.y and a.b.z`` shortened to ``a.b.x, y and z`` when they share a parent."""
+    parent = fields[0].rsplit(".", 1)[0] + "."
+    if len(fields) > 1 and all(f.startswith(parent) for f in fields):
+        fields = [fields[0]] + [f[len(parent):] for f in fields[1:]]
+    return fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
 
 
 def _api_error(exc: ApiException, what: str) -> SyncError:
@@ -107,16 +149,15 @@ def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
     return str(path)
 
 
-def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
-                  redactor: Redactor, fetchers, ca_dir: Path,
-                  kv_versions: Optional[dict], logins: "VaultLogins") -> Callable[[], object]:
+def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings, fetchers,
+                  ca_dir: Path, kv_versions: Optional[dict], logins: "VaultLogins") -> Callable[[], object]:
     """Resolve the identity, then return a no-argument call that fetches the secret."""
     namespace = binding.metadata.namespace or "default"
     provider = binding.spec.provider
     timeout = settings.provider_timeout
 
     if provider.vault is not None:
-        return _vault_call(binding, kube, settings, redactor, fetchers, ca_dir, kv_versions, logins)
+        return _vault_call(binding, kube, settings, fetchers, ca_dir, kv_versions, logins)
 
     if provider.aws_secrets_manager is not None:
         spec, base = provider.aws_secrets_manager, "spec.provider.awsSecretsManager.auth"
@@ -124,15 +165,15 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
         if auth.web_identity is not None:
             token = _token(kube, namespace, auth.web_identity.service_account_name,
                            auth.web_identity.audience, f"{base}.webIdentity.serviceAccountName",
-                           settings, redactor)
+                           settings)
             session = f"msa-{namespace}-{binding.metadata.name}"[:64]
             credentials = aws.AwsWebIdentity(auth.web_identity.role_arn, token, session)
         elif auth.static_keys is not None:
             ref, field = auth.static_keys.secret_ref, f"{base}.staticKeys.secretRef"
-            key_id = _secret_key(kube, namespace, ref.name, ref.access_key_id_key, field, redactor)
-            secret = _secret_key(kube, namespace, ref.name, ref.secret_access_key_key, field, redactor)
-            session_token = (_secret_key(kube, namespace, ref.name, ref.session_token_key, field,
-                                         redactor) if ref.session_token_key else None)
+            key_id = _secret_key(kube, namespace, ref.name, ref.access_key_id_key, field)
+            secret = _secret_key(kube, namespace, ref.name, ref.secret_access_key_key, field)
+            session_token = (_secret_key(kube, namespace, ref.name, ref.session_token_key, field)
+                             if ref.session_token_key else None)
             credentials = aws.AwsStaticKeys(key_id, secret, session_token)
         else:
             _operator_identity(settings, f"{base}.operatorIdentity", spec.endpoint_url or
@@ -148,11 +189,11 @@ def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings
     if auth.workload_identity is not None:
         wi = auth.workload_identity
         token = _token(kube, namespace, wi.service_account_name, wi.audience,
-                       f"{base}.workloadIdentity.serviceAccountName", settings, redactor)
+                       f"{base}.workloadIdentity.serviceAccountName", settings)
         credentials = azure.AzureWorkloadIdentity(wi.tenant_id, wi.client_id, token, wi.authority_host)
     elif auth.client_secret is not None:
         cs = auth.client_secret
-        secret = _ref(kube, namespace, cs.secret_ref, f"{base}.clientSecret.secretRef", redactor)
+        secret = _ref(kube, namespace, cs.secret_ref, f"{base}.clientSecret.secretRef")
         credentials = azure.AzureClientSecret(cs.tenant_id, cs.client_id, secret, cs.authority_host)
     else:
         _operator_identity(settings, f"{base}.operatorIdentity", spec.vault_url)
@@ -221,9 +262,8 @@ class VaultLogins:
             return token, True
 
 
-def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
-                redactor: Redactor, fetchers, ca_dir: Path, kv_versions: Optional[dict],
-                logins: VaultLogins) -> Callable[[], object]:
+def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings, fetchers,
+                ca_dir: Path, kv_versions: Optional[dict], logins: VaultLogins) -> Callable[[], object]:
     namespace = binding.metadata.namespace or "default"
     spec, base = binding.spec.provider.vault, "spec.provider.vault.auth"
     auth = spec.auth
@@ -237,7 +277,7 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
                                  session=_session(settings.max_answer_bytes))
 
     if auth.token is not None:
-        token = _ref(kube, namespace, auth.token.secret_ref, f"{base}.token.secretRef", redactor)
+        token = _ref(kube, namespace, auth.token.secret_ref, f"{base}.token.secretRef")
         return lambda: read(vault.VaultToken(token))
     if auth.kubernetes is None and auth.app_role is None:
         _operator_identity(settings, f"{base}.operatorIdentity", spec.address)
@@ -254,12 +294,11 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
 
         def credentials():
             jwt = _token(kube, namespace, k8s.service_account_name, k8s.audience,
-                         f"{base}.kubernetes.serviceAccountName", settings, redactor)
+                         f"{base}.kubernetes.serviceAccountName", settings)
             return vault.VaultKubernetes(k8s.role, jwt, k8s.mount_path)
     else:
         role = auth.app_role
-        secret_id = _ref(kube, namespace, role.secret_id_ref, f"{base}.appRole.secretIdRef",
-                         redactor)
+        secret_id = _ref(kube, namespace, role.secret_id_ref, f"{base}.appRole.secretIdRef")
         key = where + ("approle", role.mount_path, role.role_id,
                        hashlib.sha256(secret_id.encode()).hexdigest())
 
@@ -270,7 +309,6 @@ def _vault_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings,
         token, lease = fetchers["vaultLogin"](spec.address, credentials(), namespace=spec.namespace,
                                               ca_bundle=ca, timeout=settings.provider_timeout,
                                               session=_session(settings.max_answer_bytes))
-        redactor.add(token)
         return token, lease
 
     def call():
@@ -293,8 +331,8 @@ def _session(max_bytes: int):
     return deadline.thread_session(max_bytes)
 
 
-def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str, redactor: Redactor) -> str:
-    return _secret_key(kube, namespace, ref.name, ref.key, field, redactor)
+def _ref(kube: KubePort, namespace: str, ref: SecretKeyRef, field: str) -> str:
+    return _secret_key(kube, namespace, ref.name, ref.key, field)
 
 
 DEFAULT_FETCHERS = {"vault": vault.fetch, "vaultLogin": vault.login,

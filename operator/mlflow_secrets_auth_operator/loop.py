@@ -120,6 +120,7 @@ class Scheduler:
             return   # paused: kopf lists every binding again on resume
         if event_type == "DELETED":
             self.forget(key)
+            reconcile.forget(self.ctx, *key)   # its secrets leave the redaction registry
             return
         generation, request = meta.get("generation"), _request_of(body)
         slot = self.slots.get(key)

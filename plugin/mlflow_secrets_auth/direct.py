@@ -4,8 +4,11 @@ For laptops and CI, where no operator mounts a credential. Configured with the e
 variables users know from the reference plugin (``MLFLOW_SECRETS_AUTH_ENABLE``, ``VAULT_ADDR``,
 ``MLFLOW_VAULT_SECRET_PATH``, ``MLFLOW_AWS_SECRET_ID``, ``AZURE_KEY_VAULT_URL``, ...), plus a few
 of our own (``MLFLOW_VAULT_MOUNT``, ``MLFLOW_VAULT_KV_VERSION``, ``MLFLOW_SECRETS_CA_BUNDLE``).
-The fetch itself is ``mlflow_secrets_auth.providers`` (shared with the operator), whose client
-libraries are optional extras imported only here.
+The fetch itself is the ``mlflow_secrets_auth_providers`` package (shared with the operator,
+installed with ``pip install 'mlflow-secrets-auth[vault]'`` and the like; the payload the webhook
+copies into pods does not carry it), imported only here and only when direct mode is used. Its
+errors carry data (which parameters locate the missing secret); this module words them in terms
+of the environment variables above.
 """
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ def _require_env(environ: Mapping[str, str], provider: str) -> None:
 
 
 def _vault_fetch(environ: Mapping[str, str]):
-    from .providers import vault
+    vault = _providers(VAULT)
 
     address = environ["VAULT_ADDR"]
     if environ.get("VAULT_TOKEN"):
@@ -144,7 +147,7 @@ def vault_location(environ: Mapping[str, str]) -> Tuple[str, str, str]:
 
 
 def _aws_fetch(environ: Mapping[str, str]):
-    from .providers import aws
+    aws = _providers(AWS)
 
     secret_id = environ["MLFLOW_AWS_SECRET_ID"]
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
@@ -161,7 +164,7 @@ def _aws_fetch(environ: Mapping[str, str]):
 
 
 def _azure_fetch(environ: Mapping[str, str]):
-    from .providers import azure
+    azure = _providers(AZURE)
 
     url = environ["AZURE_KEY_VAULT_URL"]
     name = environ["MLFLOW_AZURE_SECRET_NAME"]
@@ -182,20 +185,52 @@ def _azure_fetch(environ: Mapping[str, str]):
 _FETCHERS: Dict[str, Callable] = {VAULT: _vault_fetch, AWS: _aws_fetch, AZURE: _azure_fetch}
 
 
-#: The operator's messages name binding fields; in direct mode the user sets variables.
-_FIELD_TO_ENV = (
-    ("spec.provider.vault.mount, path and kvVersion",
-     "MLFLOW_VAULT_MOUNT, MLFLOW_VAULT_SECRET_PATH and MLFLOW_VAULT_KV_VERSION"),
-    ("spec.provider.vault.mount", "MLFLOW_VAULT_MOUNT"),
-    ("spec.provider.awsSecretsManager.secretId and region", "MLFLOW_AWS_SECRET_ID and AWS_REGION"),
-    ("spec.provider.azureKeyVault.secretName and version",
-     "MLFLOW_AZURE_SECRET_NAME and MLFLOW_AZURE_SECRET_VERSION"),
-)
+_PACKAGE = "mlflow_secrets_auth_providers"
+#: A direct-mode provider -> its module in the providers package (and the extra installing it).
+_MODULE = {VAULT: "vault", AWS: "aws", AZURE: "azure"}
 
 
-def in_env_terms(message: str) -> str:
-    for field, env in _FIELD_TO_ENV:
-        message = message.replace(field, env)
+def _providers(provider: str, module: bool = True):
+    """``mlflow_secrets_auth_providers.<module of provider>`` (or, with ``module=False``, the
+    package), or a CredentialError naming the extra to install (the in-pod payload carries the
+    plugin only)."""
+    import importlib
+
+    name = _MODULE[provider]
+    try:
+        return importlib.import_module("%s.%s" % (_PACKAGE, name) if module else _PACKAGE)
+    except ImportError:
+        raise CredentialError(
+            "direct mode with %s needs the providers package: pip install "
+            "'mlflow-secrets-auth[%s]'" % (provider, name)) from None
+
+
+#: A provider's parameter -> the variable that sets it in direct mode (provider errors name
+#: parameters in ``check``; the operator names binding fields instead).
+ENV_OF = {
+    "vault": {"address": "VAULT_ADDR", "mount": "MLFLOW_VAULT_MOUNT",
+              "path": "MLFLOW_VAULT_SECRET_PATH", "kv_version": "MLFLOW_VAULT_KV_VERSION"},
+    "aws": {"secret_id": "MLFLOW_AWS_SECRET_ID", "region": "AWS_REGION",
+            "version_stage": "MLFLOW_AWS_SECRET_VERSION",
+            "credentials": "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or AWS_ROLE_ARN"},
+    "azure": {"vault_url": "AZURE_KEY_VAULT_URL", "name": "MLFLOW_AZURE_SECRET_NAME",
+              "version": "MLFLOW_AZURE_SECRET_VERSION",
+              "credentials": "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"},
+}
+#: Advice for a direct-mode user, by (provider, reason).
+ADVICE = {("vault", "PermissionDenied"): "grant read on the path to this token's policy"}
+
+
+def in_env_terms(exc) -> str:
+    """A provider error in direct mode's terms: what happened, then which variables to check."""
+    names = [ENV_OF.get(exc.provider, {})[p] for p in exc.check
+             if p in ENV_OF.get(exc.provider, {})]
+    message = exc.message
+    if names:
+        message += "; check " + (names[0] if len(names) == 1 else
+                                 ", ".join(names[:-1]) + " and " + names[-1])
+    elif (exc.provider, exc.reason) in ADVICE:
+        message += "; " + ADVICE[(exc.provider, exc.reason)]
     return message
 
 
@@ -220,16 +255,16 @@ def credential_fetcher(provider: str, environ: Mapping[str, str]):
     mode = environ.get(_PREFIX[provider] + "_AUTH_MODE") or "bearer"
     header = environ.get(HEADER_ENV) or "Authorization"
     raw_fetch, description = _FETCHERS[provider](environ)
-    from .providers import MissingDependency, ProviderError
+    providers = _providers(provider, module=False)
 
     def fetch() -> Credential:
         try:
             value = raw_fetch()
-        except MissingDependency as exc:
+        except providers.MissingDependency as exc:
             raise CredentialError("%s: %s" % (description, exc))
-        except ProviderError as exc:
+        except providers.ProviderError as exc:
             if not exc.transient:
-                raise CredentialError("%s: %s" % (description, in_env_terms(str(exc))))
+                raise CredentialError("%s: %s" % (description, in_env_terms(exc)))
             raise
         cred = from_secret_content(_content_text(value.content), mode, header, description)
         if cred.expires_at is None and value.expires_at is not None:

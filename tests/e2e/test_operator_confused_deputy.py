@@ -18,7 +18,7 @@ import pytest
 from dev.stack.kube import API_AUDIENCES
 from mlflow_secrets_auth_operator import reconcile
 from mlflow_secrets_auth_operator.kube import KubeApi
-from mlflow_secrets_auth_operator.logs import Redactor
+from mlflow_secrets_auth_redaction import Redactor
 from mlflow_secrets_auth_operator.metrics import Metrics
 from mlflow_secrets_auth_operator.settings import Settings
 from tests.e2e.fixtures_operator import create_binding, create_service_account, wait_ready

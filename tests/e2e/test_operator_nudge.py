@@ -154,7 +154,7 @@ def test_with_nudging_off_no_pod_is_patched_and_with_it_on_the_same_sync_patches
 
     from mlflow_secrets_auth_operator import loop, runtime
     from mlflow_secrets_auth_operator.kube import KubeApi
-    from mlflow_secrets_auth_operator.logs import Redactor
+    from mlflow_secrets_auth_redaction import Redactor
     from mlflow_secrets_auth_operator.metrics import Metrics
     from mlflow_secrets_auth_operator.reconcile import Context
     from mlflow_secrets_auth_operator.settings import Settings

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from mlflow_secrets_auth.providers import (AuthenticationFailed, PermissionDenied,
+from mlflow_secrets_auth_providers import (AuthenticationFailed, PermissionDenied,
                                            ProviderUnavailable, SecretNotFound, aws, vault)
 from dev.stack._proc import free_port
 

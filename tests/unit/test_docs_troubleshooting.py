@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "troubleshooting.md").read_text()
-SOURCES = [*(ROOT / "operator").rglob("*.py"), *(ROOT / "plugin" / "mlflow_secrets_auth" / "providers").rglob("*.py")]
+SOURCES = [*(ROOT / "operator").rglob("*.py"), *(ROOT / "providers").rglob("*.py")]
 
 # Where a reason is born: `reason = "X"` on an error class, SyncError("X", ...),
 # Outcome.failure("X", ...), FailureDecision(..., "X", ...), and CamelCase module constants.

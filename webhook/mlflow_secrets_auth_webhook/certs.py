@@ -81,6 +81,20 @@ def _previous_still_needed(state: TLSState, now: dt.datetime) -> bool:
     return bool(state.previous_ca_pem) and state.serving.cert.not_valid_before_utc + CERT_VALIDITY / 3 > now
 
 
+PRIVATE_KEYS = ("ca.key", "tls.key")
+
+
+def register_private_keys(data: Optional[Dict[str, str]]) -> None:
+    """The TLS Secret's port: its private keys (read or about to be written) are registered for
+    log redaction (logs.REDACTOR)."""
+    from .logs import REDACTOR
+
+    for key in PRIVATE_KEYS:
+        value = (data or {}).get(key)
+        if value:
+            REDACTOR.add(base64.b64decode(value))
+
+
 class SelfManagedTLS:
     """Keeps `settings.tls_dir/tls.crt|tls.key` current from the Secret, and the caBundle too."""
 
@@ -105,11 +119,13 @@ class SelfManagedTLS:
     def _read(self):
         from kubernetes.client.rest import ApiException
         try:
-            return self.core.read_namespaced_secret(self.settings.tls_secret_name, self.settings.namespace)
+            secret = self.core.read_namespaced_secret(self.settings.tls_secret_name, self.settings.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+        register_private_keys(secret.data)
+        return secret
 
     def sync(self) -> TLSState:
         """Renew when due, publish the bundle, then write the files the server reloads."""
@@ -130,6 +146,7 @@ class SelfManagedTLS:
                                              labels={"app.kubernetes.io/managed-by": "mlflow-secrets-auth"},
                                              resource_version=secret.metadata.resource_version if secret else None),
                 type="Opaque", data=nxt.to_secret_data())
+            register_private_keys(body.data)
             try:
                 if secret is None:
                     self.core.create_namespaced_secret(self.settings.namespace, body)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from kubernetes.client.rest import ApiException
 
-from mlflow_secrets_auth_operator.logs import Redactor
+from mlflow_secrets_auth_redaction import Redactor
 from mlflow_secrets_auth_operator.metrics import Metrics
 from mlflow_secrets_auth_operator.reconcile import Context
 from mlflow_secrets_auth_operator.settings import Settings

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mlflow_secrets_auth.providers import InvalidSecretFormat, SecretValue
+from mlflow_secrets_auth_providers import InvalidSecretFormat, SecretValue
 from mlflow_secrets_auth_api.binding import Credential
 from mlflow_secrets_auth_operator import builders, credential
 

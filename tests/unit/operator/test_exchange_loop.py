@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from mlflow_secrets_auth.providers import SecretValue
+from mlflow_secrets_auth_providers import SecretValue
 from mlflow_secrets_auth_operator import exchange, loop, reconcile
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import FakeKube, binding, context

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mlflow_secrets_auth.providers import SecretValue
+from mlflow_secrets_auth_providers import SecretValue
 from mlflow_secrets_auth_operator import guard, reconcile, runtime
 from mlflow_secrets_auth_operator.settings import Settings
 from tests.unit.api.examples import VALID

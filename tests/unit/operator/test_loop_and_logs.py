@@ -1,14 +1,11 @@
-"""The refresh loop's bookkeeping, settings from the environment, and redacted logs."""
+"""The refresh loop's bookkeeping and settings from the environment (redacted logs:
+tests/unit/redaction)."""
 from __future__ import annotations
 
-import io
-import json
-import logging
 import pytest
 
 from mlflow_secrets_auth_operator import loop
 from mlflow_secrets_auth_operator.builders import Outcome
-from mlflow_secrets_auth_operator.logs import Redactor, configure
 from mlflow_secrets_auth_operator.settings import Settings
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import binding, context
@@ -62,62 +59,6 @@ def test_settle_writes_the_status_only_when_more_than_its_clocks_changed():
     _, moved = loop.settle(body, Outcome(ok=True, reason="Synced", message="", version="2"),
                            slot, ctx)
     assert moved["secretVersion"] == "2" and len(ctx.kube.statuses) == 2
-
-
-def test_json_logs_redact_every_known_secret_in_messages_extras_and_tracebacks():
-    redactor, stream = Redactor(), io.StringIO()
-    handler = configure("json", "INFO", redactor, stream=stream)
-    try:
-        redactor.add("s3cr3t-value", b"bytes-secret")
-        log = logging.getLogger("test.redaction")
-        log.info("token %s here", "s3cr3t-value", extra={"detail": "x bytes-secret y"})
-        try:
-            raise RuntimeError("boom s3cr3t-value")
-        except RuntimeError:
-            log.exception("failed")
-    finally:
-        logging.getLogger().removeHandler(handler)
-    text = stream.getvalue()
-    assert "s3cr3t-value" not in text and "bytes-secret" not in text
-    first = json.loads(text.splitlines()[0])
-    assert first["message"] == "token <redacted> here" and first["level"] == "INFO"
-    assert first["detail"] == "x <redacted> y"
-
-
-def test_extras_that_are_not_json_are_rendered_as_redacted_text():
-    redactor, stream = Redactor(), io.StringIO()
-    handler = configure("json", "INFO", redactor, stream=stream)
-    try:
-        redactor.add("nested-secret")
-        logging.getLogger("test.extras").warning(
-            "x", extra={"settings": object(), "k8s_ref": {"name": "b", "note": ["nested-secret"]},
-                        "thing": {1, 2}})
-    finally:
-        logging.getLogger().removeHandler(handler)
-    record = json.loads(stream.getvalue())
-    assert "settings" not in record and record["k8s_ref"] == {"name": "b", "note": ["<redacted>"]}
-    assert record["thing"] == "{1, 2}"
-
-
-def test_redaction_replaces_the_longest_overlapping_secret_and_stays_fast_with_many_secrets():
-    import time
-
-    redactor = Redactor(capacity=50_000)
-    redactor.add("abcd", "abcdef-long", *(f"tok-{i:06d}-x" for i in range(20_000)))
-    assert redactor.redact("x abcdef-long y abcd z") == "x <redacted> y <redacted> z"
-    assert redactor.redact("id tok-000042-x and tok-019999-x") == "id <redacted> and <redacted>"
-    line = "synced team-a/mlflow version 3 " * 5
-    started = time.perf_counter()
-    for _ in range(200):
-        assert redactor.redact(line) == line
-    assert time.perf_counter() - started < 1.0   # about 1 ms per line budget, even with 20k secrets
-
-
-def test_redactor_forgets_the_oldest_secrets_beyond_its_capacity():
-    redactor = Redactor(capacity=2)
-    redactor.add("first-secret", "second-secret", "third-secret")
-    assert len(redactor) == 2
-    assert redactor.redact("first-secret third-secret") == "first-secret <redacted>"
 
 
 def test_peering_settings_name_the_peering_and_an_optional_fixed_priority():

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
-from mlflow_secrets_auth.providers import SecretValue
+from mlflow_secrets_auth_providers import SecretValue
 from mlflow_secrets_auth_operator import loop, reconcile, runtime
 from mlflow_secrets_auth_operator.metrics import Metrics
 from mlflow_secrets_auth_operator.nudger import Nudger

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from mlflow_secrets_auth.providers import (AuthenticationFailed, PermissionDenied,
+from mlflow_secrets_auth_providers import (AuthenticationFailed, PermissionDenied,
                                           ProviderUnavailable, SecretValue)
-from mlflow_secrets_auth.providers.aws import AwsStaticKeys, AwsWebIdentity
-from mlflow_secrets_auth.providers.vault import VaultAppRole, VaultKubernetes, VaultToken
+from mlflow_secrets_auth_providers.aws import AwsStaticKeys, AwsWebIdentity
+from mlflow_secrets_auth_providers.vault import VaultAppRole, VaultKubernetes, VaultToken
 from mlflow_secrets_auth_operator import reconcile
 from mlflow_secrets_auth_operator.identity import VaultLogins
 from tests.unit.api.examples import VALID
@@ -268,7 +268,7 @@ def test_every_fetched_value_is_known_to_the_redactor():
 
 
 def test_azure_workload_identity_uses_a_token_for_the_namespace_service_account_as_assertion():
-    from mlflow_secrets_auth.providers.azure import AzureClientSecret, AzureWorkloadIdentity
+    from mlflow_secrets_auth_providers.azure import AzureClientSecret, AzureWorkloadIdentity
 
     kube, seen = FakeKube(), []
     kube.service_accounts.add(("team-a", "mlflow-reader"))

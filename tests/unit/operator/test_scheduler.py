@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mlflow_secrets_auth.providers import SecretValue
+from mlflow_secrets_auth_providers import SecretValue
 from mlflow_secrets_auth_operator import loop
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import FakeKube, binding, context
@@ -95,17 +95,19 @@ def test_a_status_only_event_does_not_sync_again():
     assert _run(check) == 1
 
 
-def test_a_deleted_binding_leaves_no_slot_and_no_metrics():
+def test_a_deleted_binding_leaves_no_slot_no_metrics_and_no_registered_secrets():
     async def check(scheduler, ctx, provider):
         body = binding(VALID["vault-token-bearer"])
         scheduler.observe("ADDED", body)
         await _until(lambda: len(ctx.kube.statuses) == 1)
         labels = {"namespace": "team-a", "binding": "mlflow"}
         before = ctx.metrics.registry.get_sample_value("msa_binding_ready", labels)
+        known = ctx.redactor.redact("tok-scheduler-value")
         scheduler.observe("DELETED", body)
         after = ctx.metrics.registry.get_sample_value("msa_binding_ready", labels)
-        return before, after, dict(scheduler.slots)
-    assert _run(check) == (1.0, None, {})
+        return (before, after, dict(scheduler.slots), known,
+                ctx.redactor.redact("tok-scheduler-value"))
+    assert _run(check) == (1.0, None, {}, "<redacted>", "tok-scheduler-value")
 
 
 def test_a_restart_does_not_sync_a_binding_whose_status_is_fresh():

@@ -9,14 +9,17 @@ import mlflow_secrets_auth
 
 PACKAGE = Path(mlflow_secrets_auth.__file__).parent
 IN_POD = sorted(str(p) for p in PACKAGE.glob("*.py"))
-# The direct-mode providers (shared with the operator) ship in the payload too.
 PAYLOAD = sorted(str(p) for p in PACKAGE.rglob("*.py"))
+# Direct mode's providers (their own package, shared with the operator; not in the payload) run
+# on the same Pythons, on laptops and in CI: the same rules hold for them.
+PROVIDERS = sorted(str(p) for p in (Path(__file__).resolve().parents[3] / "providers").rglob("*.py"))
 
 
 def test_the_in_pod_modules_need_nothing_newer_than_python_3_9():
     vermin = Path(sys.executable).parent / "vermin"
     out = subprocess.run(
-        [str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations", *PAYLOAD],
+        [str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations", *PAYLOAD,
+         *PROVIDERS],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -26,7 +29,8 @@ def test_the_payload_imports_only_the_standard_library_at_module_level():
     """requests is loaded by MLflow before it calls us; provider clients load inside functions."""
     allowed_third_party = {"requests", "urllib3"}
     stdlib = set(sys.stdlib_module_names)
-    for path in PAYLOAD:
+    assert PROVIDERS
+    for path in PAYLOAD + PROVIDERS:
         source = Path(path).read_text()
         for match in re.finditer(r"^(?:from|import)\s+([A-Za-z_][\w]*)", source, re.M):
             top = match.group(1)

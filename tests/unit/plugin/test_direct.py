@@ -12,7 +12,7 @@ from mlflow_secrets_auth.direct import (
     settings,
     vault_location,
 )
-from mlflow_secrets_auth.providers import ProviderUnavailable, SecretNotFound
+from mlflow_secrets_auth_providers import ProviderUnavailable, SecretNotFound
 from mlflow_secrets_auth.sources import UNCHANGED, ErrorSource, FetchSource
 
 from .conftest import TOKEN
@@ -159,7 +159,7 @@ def test_forced_refetches_after_a_401_are_rate_limited():
 
 
 def test_a_not_found_secret_is_a_configuration_error(monkeypatch):
-    from mlflow_secrets_auth.providers import vault
+    from mlflow_secrets_auth_providers import vault
 
     def missing(*a, **kw):
         raise SecretNotFound("no secret at secret/x (KV v2)")
@@ -172,17 +172,31 @@ def test_a_not_found_secret_is_a_configuration_error(monkeypatch):
 
 
 def test_provider_messages_name_the_direct_mode_variables_not_binding_fields(monkeypatch):
-    from mlflow_secrets_auth.providers import vault
+    from mlflow_secrets_auth_providers import vault
 
     def missing(*a, **kw):
-        raise SecretNotFound("no secret at secret/x (KV v2); check spec.provider.vault.mount, "
-                             "path and kvVersion")
+        raise SecretNotFound("no secret at secret/x (KV v2)", provider="vault",
+                             where={"mount": "secret", "path": "x", "kv_version": "2"},
+                             check=("mount", "path", "kv_version"))
 
     monkeypatch.setattr(vault, "fetch", missing)
     env = {"VAULT_ADDR": "http://v", "MLFLOW_VAULT_SECRET_PATH": "secret/x", "VAULT_TOKEN": "t"}
     fetch, _ = credential_fetcher("vault", env)
-    with pytest.raises(CredentialError, match="check MLFLOW_VAULT_MOUNT, MLFLOW_VAULT_SECRET_PATH"):
+    with pytest.raises(CredentialError) as raised:
         fetch()
+    assert str(raised.value).endswith("no secret at secret/x (KV v2); check MLFLOW_VAULT_MOUNT, "
+                                      "MLFLOW_VAULT_SECRET_PATH and MLFLOW_VAULT_KV_VERSION")
+    assert "spec." not in str(raised.value)
+
+
+def test_without_the_providers_package_direct_mode_names_the_extra_to_install(monkeypatch):
+    # the payload the webhook copies into pods carries the plugin only
+    for name in [m for m in sys.modules if m.startswith("mlflow_secrets_auth_providers")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mlflow_secrets_auth_providers", None)
+    env = {"VAULT_ADDR": "http://v", "MLFLOW_VAULT_SECRET_PATH": "secret/x", "VAULT_TOKEN": "t"}
+    with pytest.raises(CredentialError, match=r"pip install 'mlflow-secrets-auth\[vault\]'"):
+        credential_fetcher("vault", env)
 
 
 def test_the_check_interval_comes_from_the_environment(tmp_path):

@@ -3,39 +3,30 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import MutableMapping, Optional, Tuple, Union
 
-from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
-               SecretNotFound, SecretValue, require)
+from . import (VAULT, AuthenticationFailed, PermissionDenied, ProviderError,
+               ProviderUnavailable, SecretNotFound, SecretValue, require)
 
 
 @dataclass(frozen=True)
 class VaultToken:
-    token: str
-
-    def __repr__(self) -> str:
-        return "VaultToken(token=<redacted>)"
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class VaultKubernetes:
     role: str
-    jwt: str
+    jwt: str = field(repr=False)
     mount_path: str = "kubernetes"
-
-    def __repr__(self) -> str:
-        return f"VaultKubernetes(role={self.role!r}, jwt=<redacted>, mount_path={self.mount_path!r})"
 
 
 @dataclass(frozen=True)
 class VaultAppRole:
     role_id: str
-    secret_id: str
+    secret_id: str = field(repr=False)
     mount_path: str = "approle"
-
-    def __repr__(self) -> str:
-        return f"VaultAppRole(role_id={self.role_id!r}, secret_id=<redacted>, mount_path={self.mount_path!r})"
 
 
 VaultAuth = Union[VaultToken, VaultKubernetes, VaultAppRole]
@@ -90,7 +81,8 @@ def login(address: str, auth: Union[VaultKubernetes, VaultAppRole], *,
         answer = _login(client, auth, hvac) or {}
     grant = answer.get("auth") or {}
     if not grant.get("client_token"):
-        raise AuthenticationFailed(f"Vault at {address} answered the login without a client token")
+        raise AuthenticationFailed(f"Vault at {address} answered the login without a client token",
+                                   provider=VAULT, where={"address": address})
     return grant["client_token"], int(grant.get("lease_duration") or 0)
 
 
@@ -109,12 +101,18 @@ def _translated(address: str, hvac):
     except ProviderError:
         raise
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise ProviderUnavailable(f"Vault at {address} is unreachable ({type(exc).__name__})") from None
+        raise ProviderUnavailable(f"Vault at {address} is unreachable ({type(exc).__name__})",
+                                  provider=VAULT, where={"address": address},
+                                  detail=type(exc).__name__) from None
     except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
             hvac.exceptions.BadGateway) as exc:
-        raise ProviderUnavailable(f"Vault at {address} is unavailable: {_errors(exc)}") from None
+        raise ProviderUnavailable(f"Vault at {address} is unavailable: {_errors(exc)}",
+                                  provider=VAULT, where={"address": address},
+                                  detail=_errors(exc)) from None
     except hvac.exceptions.VaultError as exc:
-        raise ProviderUnavailable(f"Vault at {address} answered an error: {_errors(exc)}") from None
+        raise ProviderUnavailable(f"Vault at {address} answered an error: {_errors(exc)}",
+                                  provider=VAULT, where={"address": address},
+                                  detail=_errors(exc)) from None
 
 
 def _login(client, auth: VaultAuth, hvac) -> Optional[dict]:
@@ -133,7 +131,8 @@ def _login(client, auth: VaultAuth, hvac) -> Optional[dict]:
         method = "kubernetes" if isinstance(auth, VaultKubernetes) else "approle"
         raise AuthenticationFailed(
             f"Vault {method} login at auth/{auth.mount_path} failed: {_errors(exc)}; check the "
-            f"role and that it trusts this identity") from None
+            f"role and that it trusts this identity", provider=VAULT,
+            where={"auth_mount": auth.mount_path, "method": method}, detail=_errors(exc)) from None
     raise TypeError(f"unsupported Vault auth {type(auth).__name__}")
 
 
@@ -143,8 +142,8 @@ def _detect_version(client, mount: str, hvac) -> str:
     except hvac.exceptions.Forbidden:
         return "2"  # the token may not describe mounts: assume the default engine version
     except hvac.exceptions.InvalidPath:
-        raise SecretNotFound(f"Vault has no secrets engine mounted at {mount}/; check "
-                             f"spec.provider.vault.mount") from None
+        raise SecretNotFound(f"Vault has no secrets engine mounted at {mount}/", provider=VAULT,
+                             where={"mount": mount}, check=("mount",)) from None
     data = (resp or {}).get("data") or {}
     options = data.get("options") or {}
     return "2" if str(options.get("version", "1")) == "2" else "1"
@@ -152,6 +151,7 @@ def _detect_version(client, mount: str, hvac) -> str:
 
 def _read(client, mount: str, path: str, version: str, hvac) -> SecretValue:
     where = f"{mount}/{path} (KV v{version})"
+    at = {"mount": mount, "path": path, "kv_version": version}
     try:
         if version == "2":
             resp = client.secrets.kv.v2.read_secret_version(
@@ -163,18 +163,21 @@ def _read(client, mount: str, path: str, version: str, hvac) -> SecretValue:
             resp = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)
             data, ver = resp["data"], None
     except hvac.exceptions.InvalidPath:
-        raise SecretNotFound(f"no secret at {where}; check spec.provider.vault.mount, path and "
-                             f"kvVersion") from None
+        raise SecretNotFound(f"no secret at {where}", provider=VAULT, where=at,
+                             check=("mount", "path", "kv_version")) from None
     except hvac.exceptions.Forbidden as exc:
         if not _token_valid(client, hvac):
             raise AuthenticationFailed("Vault rejected the token (invalid, expired or revoked); "
-                                       "renew it or fix the login") from None
-        raise PermissionDenied(f"this identity may not read {where}: {_errors(exc)}; grant read "
-                               f"on the path to the namespace's Vault role") from None
+                                       "renew it or fix the login", provider=VAULT,
+                                       where=at) from None
+        raise PermissionDenied(f"this identity may not read {where}: {_errors(exc)}", provider=VAULT,
+                               where=at, detail=_errors(exc)) from None
     except hvac.exceptions.Unauthorized as exc:
-        raise AuthenticationFailed(f"Vault refused the token reading {where}: {_errors(exc)}") from None
+        raise AuthenticationFailed(f"Vault refused the token reading {where}: {_errors(exc)}",
+                                   provider=VAULT, where=at, detail=_errors(exc)) from None
     if data is None:
-        raise SecretNotFound(f"the secret at {where} is deleted") from None
+        raise SecretNotFound(f"the secret at {where} is deleted", provider=VAULT, where=at,
+                             check=("path",)) from None
     return SecretValue(content=json.dumps(data, sort_keys=True), version=ver)
 
 

@@ -1,10 +1,10 @@
 """Azure Key Vault secrets with a client secret, workload identity or any TokenCredential."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
+from . import (AZURE, AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
                SecretNotFound, SecretValue, require)
 
 
@@ -12,11 +12,8 @@ from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUn
 class AzureClientSecret:
     tenant_id: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     authority_host: Optional[str] = None
-
-    def __repr__(self) -> str:
-        return f"AzureClientSecret(tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, client_secret=<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -25,11 +22,8 @@ class AzureWorkloadIdentity:
 
     tenant_id: str
     client_id: str
-    assertion: str
+    assertion: str = field(repr=False)
     authority_host: Optional[str] = None
-
-    def __repr__(self) -> str:
-        return f"AzureWorkloadIdentity(tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, assertion=<redacted>)"
 
 
 # Anything else passed as ``credential`` must be an azure-core TokenCredential.
@@ -62,6 +56,8 @@ def fetch(vault_url: str, name: str, credential: AzureCredential = None, *,
         transport_kwargs = {"transport": transport()}
     else:
         token_credential = _credential(identity, credential)
+    where = {"vault_url": vault_url, "name": name, "version": version}
+    data = {"provider": AZURE, "where": where}
     client = SecretClient(vault_url=vault_url, credential=token_credential,
                           verify_challenge_resource=verify_challenge_resource, **transport_kwargs)
     try:
@@ -69,30 +65,38 @@ def fetch(vault_url: str, name: str, credential: AzureCredential = None, *,
     except ProviderError:
         raise
     except identity.CredentialUnavailableError as exc:
-        raise AuthenticationFailed(f"no Azure identity available ({type(exc).__name__})") from None
+        raise AuthenticationFailed(f"no Azure identity available ({type(exc).__name__})",
+                                   check=("credentials",), **data) from None
     except errors.ClientAuthenticationError as exc:
         status = getattr(exc, "status_code", None)
         if status == 403:
             raise PermissionDenied(f"this identity may not read secret {name!r} in {vault_url}; "
-                                   f"grant it 'Key Vault Secrets User'") from None
+                                   f"grant it 'Key Vault Secrets User'", **data) from None
         raise AuthenticationFailed(f"Entra ID / Key Vault rejected the credential for {vault_url} "
-                                   f"({type(exc).__name__})") from None
+                                   f"({type(exc).__name__})", detail=type(exc).__name__,
+                                   **data) from None
     except errors.ResourceNotFoundError:
-        raise SecretNotFound(f"no secret {name!r} in {vault_url}; check spec.provider."
-                             f"azureKeyVault.secretName and version") from None
+        raise SecretNotFound(f"no secret {name!r} in {vault_url}", check=("name", "version"),
+                             **data) from None
     except errors.HttpResponseError as exc:
-        if getattr(exc, "status_code", None) == 403:
-            raise PermissionDenied(f"this identity may not read secret {name!r} in {vault_url}") from None
-        raise ProviderUnavailable(f"Key Vault answered HTTP {getattr(exc, 'status_code', '?')}") from None
+        status = getattr(exc, "status_code", None)
+        if status == 403:
+            raise PermissionDenied(f"this identity may not read secret {name!r} in {vault_url}",
+                                   detail="HTTP 403", **data) from None
+        raise ProviderUnavailable(f"Key Vault answered HTTP {status or '?'}",
+                                  detail=f"HTTP {status or '?'}", **data) from None
     except errors.ServiceRequestError as exc:
-        raise ProviderUnavailable(f"Key Vault {vault_url} is unreachable ({type(exc).__name__})") from None
+        raise ProviderUnavailable(f"Key Vault {vault_url} is unreachable ({type(exc).__name__})",
+                                  detail=type(exc).__name__, **data) from None
     except errors.AzureError as exc:
-        raise ProviderUnavailable(f"Key Vault call failed ({type(exc).__name__})") from None
+        raise ProviderUnavailable(f"Key Vault call failed ({type(exc).__name__})",
+                                  detail=type(exc).__name__, **data) from None
     finally:
         client.close()
     expires = secret.properties.expires_on if secret.properties else None
     if secret.value is None:
-        raise SecretNotFound(f"secret {name!r} in {vault_url} has no value")
+        raise SecretNotFound(f"secret {name!r} in {vault_url} has no value", check=("name",),
+                             **data)
     return SecretValue(content=secret.value, version=secret.properties.version, expires_at=expires)
 
 

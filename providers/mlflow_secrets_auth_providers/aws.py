@@ -1,21 +1,18 @@
 """AWS Secrets Manager (SecretString or SecretBinary) with static keys or web identity (boto3)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from . import (AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
+from . import (AWS, AuthenticationFailed, PermissionDenied, ProviderError, ProviderUnavailable,
                SecretNotFound, SecretValue, require)
 
 
 @dataclass(frozen=True)
 class AwsStaticKeys:
-    access_key_id: str
-    secret_access_key: str
-    session_token: Optional[str] = None
-
-    def __repr__(self) -> str:
-        return f"AwsStaticKeys(access_key_id={self.access_key_id!r}, secret_access_key=<redacted>)"
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: Optional[str] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -23,11 +20,8 @@ class AwsWebIdentity:
     """A web identity token (e.g. a Kubernetes ServiceAccount token) for STS AssumeRoleWithWebIdentity."""
 
     role_arn: str
-    token: str
+    token: str = field(repr=False)
     session_name: str = "mlflow-secrets-auth"
-
-    def __repr__(self) -> str:
-        return f"AwsWebIdentity(role_arn={self.role_arn!r}, token=<redacted>)"
 
 
 AwsCredentials = Union[AwsStaticKeys, AwsWebIdentity, None]
@@ -55,6 +49,7 @@ def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
 
     config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2})
     verify = ca_bundle if ca_bundle else None
+    where = {"secret_id": secret_id, "region": region, "version_stage": version_stage}
     try:
         session = _session(boto3, region, credentials, endpoint_url, config, verify, send)
         client = _routed(session.client("secretsmanager", region_name=region,
@@ -67,20 +62,25 @@ def fetch(secret_id: str, region: str, credentials: AwsCredentials = None, *,
     except ProviderError:
         raise
     except botocore.exceptions.ClientError as exc:
-        raise _client_error(exc, f"secret {secret_id!r} in {region}") from None
+        raise _client_error(exc, f"secret {secret_id!r} in {region}", where) from None
     except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
             botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
-        raise ProviderUnavailable(f"AWS Secrets Manager is unreachable ({type(exc).__name__})") from None
+        raise ProviderUnavailable(f"AWS Secrets Manager is unreachable ({type(exc).__name__})",
+                                  provider=AWS, where=where, detail=type(exc).__name__) from None
     except botocore.exceptions.NoCredentialsError:
-        raise AuthenticationFailed("no AWS credentials found for the operator's own identity") from None
+        raise AuthenticationFailed("no AWS credentials found in boto3's default chain "
+                                   "(environment, profile, web identity, instance metadata)",
+                                   provider=AWS, where=where, check=("credentials",)) from None
     except botocore.exceptions.BotoCoreError as exc:
-        raise ProviderUnavailable(f"AWS call failed ({type(exc).__name__})") from None
+        raise ProviderUnavailable(f"AWS call failed ({type(exc).__name__})", provider=AWS,
+                                  where=where, detail=type(exc).__name__) from None
     if resp.get("SecretString") is not None:
         content = resp["SecretString"]
     elif resp.get("SecretBinary") is not None:
         content = bytes(resp["SecretBinary"])
     else:
-        raise SecretNotFound(f"secret {secret_id!r} has no value at stage {version_stage}")
+        raise SecretNotFound(f"secret {secret_id!r} has no value at stage {version_stage}",
+                             provider=AWS, where=where, check=("version_stage",))
     return SecretValue(content=content, version=resp.get("VersionId"))
 
 
@@ -112,11 +112,13 @@ def _session(boto3, region, credentials, endpoint_url, config, verify, send=None
                 RoleArn=credentials.role_arn, RoleSessionName=credentials.session_name,
                 WebIdentityToken=credentials.token)
         except botocore.exceptions.ClientError as exc:
-            err = _client_error(exc, f"role {credentials.role_arn}")
+            at = {"role_arn": credentials.role_arn, "region": region}
+            err = _client_error(exc, f"role {credentials.role_arn}", at)
             if isinstance(err, (PermissionDenied, SecretNotFound)):
                 err = AuthenticationFailed(f"STS refused AssumeRoleWithWebIdentity for "
                                            f"{credentials.role_arn}: {_code(exc)}; check the role's "
-                                           f"trust policy for this ServiceAccount")
+                                           f"trust policy for this identity", provider=AWS,
+                                           where=at, check=("role_arn",), detail=_code(exc))
             raise err from None
         creds = resp["Credentials"]
         return boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
@@ -129,17 +131,17 @@ def _code(exc) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
-def _client_error(exc, what: str) -> ProviderError:
+def _client_error(exc, what: str, where: dict) -> ProviderError:
     code = _code(exc)
+    data = {"provider": AWS, "where": where, "detail": code}
     if code in _NOT_FOUND_CODES:
-        return SecretNotFound(f"{what} does not exist; check spec.provider.awsSecretsManager."
-                              f"secretId and region")
+        return SecretNotFound(f"{what} does not exist", check=("secret_id", "region"), **data)
     if code in _DENIED_CODES:
         return PermissionDenied(f"this identity may not read {what} ({code}); grant "
-                                f"secretsmanager:GetSecretValue to it")
+                                f"secretsmanager:GetSecretValue to it", **data)
     if code in _AUTH_CODES:
-        return AuthenticationFailed(f"AWS rejected the credentials reading {what} ({code})")
+        return AuthenticationFailed(f"AWS rejected the credentials reading {what} ({code})", **data)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     if status in (400, 403) and "Decrypt" in code:
-        return PermissionDenied(f"may not decrypt {what} ({code})")
-    return ProviderUnavailable(f"AWS answered {code} for {what}")
+        return PermissionDenied(f"may not decrypt {what} ({code})", **data)
+    return ProviderUnavailable(f"AWS answered {code} for {what}", **data)
