@@ -6,8 +6,8 @@ a projected volume by name.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
+import json
 import re
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
@@ -238,7 +238,7 @@ def mutate(pod: Dict[str, Any], binding: MlflowAuthBinding, settings: Settings) 
     """The injected pod: a deep copy of ``pod`` with the plugin's init container first, both
     volumes, each app container's mounts and env, the injected annotation and the binding label.
     ``pod`` itself is not changed; an already injected pod comes back equal."""
-    injected = copy.deepcopy(pod)
+    injected = json.loads(json.dumps(pod))  # a deep copy; the pod came from JSON
     if is_injected(pod):
         return injected
     spec = injected.get("spec") or {}
