@@ -80,6 +80,53 @@ def ensure_helm(version: str = HELM_VERSION, timeout: float = 1800) -> Path:
     return target
 
 
+CHART = Path(__file__).resolve().parents[1] / "charts" / "mlflow-secrets-auth"
+
+
+def render(release: str = "msa", namespace: str = "mlflow-secrets-auth",
+           values: dict | None = None, show_only: str | None = None) -> list[dict]:
+    """``helm template`` of the project's chart with the pinned helm: the rendered documents.
+    ``values`` are passed as a values file; ``show_only`` names one template."""
+    import json
+
+    import yaml
+
+    args = [str(ensure_helm()), "template", release, str(CHART), "--namespace", namespace]
+    if show_only:
+        args += ["--show-only", show_only]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        json.dump(values or {}, handle)  # JSON is YAML
+        handle.flush()
+        proc = subprocess.run([*args, "-f", handle.name], capture_output=True, text=True,
+                              timeout=120)
+    if proc.returncode != 0:
+        raise StackError(f"`helm template` of {CHART} failed: {proc.stderr[-2000:]}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def webhook_configuration(name: str, url: str, *, ca_pem: bytes | None = None,
+                          namespace_selector: dict | None = None,
+                          release: str = "msa", namespace: str = "mlflow-secrets-auth") -> dict:
+    """The chart's MutatingWebhookConfiguration (``tls.mode=selfManaged``), renamed ``name`` and
+    pointed at ``url`` (``<url>/mutate``) instead of the in-cluster Service, for a webhook run
+    outside a cluster network; with ``ca_pem`` as its caBundle (else the webhook fills it in),
+    and ``namespace_selector`` in place of the chart's when given. Everything else (rules,
+    selectors, policies, timeouts) is the chart's, so dev and tests register what users get."""
+    import base64
+
+    config = next(d for d in render(release, namespace, {"tls": {"mode": "selfManaged"}},
+                                    "templates/webhook-admission.yaml")
+                  if d.get("kind") == "MutatingWebhookConfiguration")
+    config["metadata"] = {"name": name}
+    for hook in config["webhooks"]:
+        hook["clientConfig"] = {"url": f"{url}/mutate"}
+        if ca_pem:
+            hook["clientConfig"]["caBundle"] = base64.b64encode(ca_pem).decode()
+        if namespace_selector is not None:
+            hook["namespaceSelector"] = namespace_selector
+    return config
+
+
 def main(argv: list[str]) -> int:
     try:
         print(ensure_helm())

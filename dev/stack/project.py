@@ -71,24 +71,12 @@ class OperatorComponent(OneProcess):
 
 
 def webhook_configuration(name: str, url: str) -> dict:
-    """The MutatingWebhookConfiguration the chart installs, with a ``url`` clientConfig instead of
-    a Service (there is no Service network here); the webhook fills in the caBundle itself."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "inject.mlflow-secrets-auth.io",
-            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
-            "timeoutSeconds": 10, "reinvocationPolicy": "Never",
-            "clientConfig": {"url": f"{url}/mutate"},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": {"mlflow-secrets-auth/inject": "true"}},
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                "values": ["kube-system", "kube-public", SYSTEM_NAMESPACE]}]},
-        }],
-    }
+    """The MutatingWebhookConfiguration the chart installs (rendered from it), with a ``url``
+    clientConfig instead of a Service (there is no Service network here); the webhook fills in
+    the caBundle itself."""
+    from dev.helm import webhook_configuration as from_chart
+
+    return from_chart(name, url, release="mlflow-secrets-auth", namespace=SYSTEM_NAMESPACE)
 
 
 class WebhookComponent(OneProcess):

@@ -68,6 +68,7 @@ def build_auth(environ=os.environ):
     import logging
 
     from .auth import SecretsAuth
+    from .cache import CredentialCache
 
     level = environ.get(LOG_LEVEL_ENV)
     if level:
@@ -90,7 +91,7 @@ def build_auth(environ=os.environ):
                 CHECK_INTERVAL_ENV,
                 raw,
             )
-    return SecretsAuth(build_source(environ), check_interval=interval)
+    return SecretsAuth(CredentialCache(build_source(environ), interval=interval))
 
 
 class SecretsAuthProvider:
@@ -103,7 +104,6 @@ class SecretsAuthProvider:
 
     def __init__(self) -> None:
         self.get_name = repeat(NAME).__next__  # type: ignore[method-assign]
-        _PROVIDERS.append(self)
 
     def get_name(self) -> str:
         return NAME
@@ -126,12 +126,4 @@ def _create_shared_auth():
         return _auth
 
 
-def _reset_for_tests() -> None:
-    global _auth
-    _auth = None
-    for provider in _PROVIDERS:
-        provider.__dict__.pop("get_auth", None)
-
-
 _LOCKS: dict = {}
-_PROVIDERS: list = []

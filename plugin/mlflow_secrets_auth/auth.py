@@ -1,14 +1,13 @@
-"""The ``requests`` auth object MLflow attaches to every tracking request.
+"""The ``requests`` auth adapter MLflow attaches to every tracking request.
 
-Imported only when MLflow first asks for the auth (``requests`` is loaded by then). Per request
-it does what a header assignment costs: one attribute test, one ``str.startswith`` against the tuple
-of ``scheme://netloc/`` prefixes already found allowed, the header assignment and a hook
-append. No clock is read per request (``clock_gettime`` is a syscall on some hosts): after
-each poll a one-shot timer raises the "due" flag ``check_interval`` seconds later, and the next
-request polls the source (a ``readlink`` of ``..data``). The allowlist is re-read from the
-environment at the same moments (and before refusing a host), so ``mlflow.set_tracking_uri``
-is honoured without a restart. A forked child polls on its first request (the parent's timer
-thread does not survive a fork).
+Imported only when MLflow first asks for the auth (``requests`` is loaded by then). It is thin:
+which header to send, and when to look at the source again, is the ``CredentialCache``'s business
+(``cache.py``); this adapter decides where the header may go. Per request it does what a header
+assignment costs: one attribute load of the cache's ``fresh`` header, one ``str.startswith``
+against the tuple of ``scheme://netloc/`` prefixes already found allowed, the header assignment
+and a hook append. When the cache has a poll due (or no credential), the slow path re-reads the
+allowlist from the environment too (and before refusing a host), so ``mlflow.set_tracking_uri``
+is honoured without a restart.
 
 Safety rules, each with its own code path:
 
@@ -31,17 +30,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
-import weakref
 from typing import Callable, Optional, Set
 
 from requests.auth import AuthBase
 
 from .allowlist import (ALLOWED_HOSTS_ENV, HOW_TO_WRITE, TRACKING_URI_ENV, Allowlist,
                         host_port_of)
-from .credentials import Credential, CredentialError
-from .sources import UNCHANGED
+from .cache import CredentialCache
+from .credentials import Credential
 
 logger = logging.getLogger("mlflow_secrets_auth")
 
@@ -54,69 +50,30 @@ def _env_allowlist_values(environ=os.environ):
     return environ.get(ALLOWED_HOSTS_ENV), environ.get(TRACKING_URI_ENV)
 
 
-def _start_timer(delay: float, callback: Callable[[], None]) -> None:
-    timer = threading.Timer(delay, callback)
-    timer.daemon = True
-    timer.start()
-
-
-_INSTANCES: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for auth in list(_INSTANCES):
-        auth._timer_pending = False
-        auth._mark_due()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class SecretsAuth(AuthBase):
-    """Sets the credential's header on requests to allowed hosts; see the module docstring."""
+    """Sets the cache's header on requests to allowed hosts; see the module docstring."""
 
     def __init__(
         self,
-        source,
+        cache: CredentialCache,
         *,
         allowlist_values: Callable[[], tuple] = _env_allowlist_values,
-        check_interval: float = 0.5,
-        schedule: Callable[[float, Callable[[], None]], None] = _start_timer,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._source = source
+        self.cache = cache
         self._allowlist_values = allowlist_values
-        self._interval = check_interval
-        self._schedule = schedule
-        self._wall = wall_clock
-        self._due = True
-        # The header for the hot path: None whenever a poll is due or there is no credential,
-        # so __call__ tests one attribute (the slow path sorts out which case it is).
-        self._fast: Optional[tuple] = None
-        self._timer_pending = False
-        self._lock = threading.Lock()
-        self._cred: Optional[Credential] = None
-        # (name, value) read by __call__ in one attribute load, so a concurrent swap is atomic
-        self._header: Optional[tuple] = None
-        # Every header name a credential of this process has used: a redirect or a re-send
-        # removes all of them, so a name that rotated away cannot travel with its old value.
-        self._names: tuple = ()
         self._ok: tuple = ()  # "scheme://netloc/" prefixes found allowed (a str.startswith arg)
         self._warned_hosts: Set[str] = set()
-        self._warned_errors: Set[str] = set()
-        self._expiry_warned_for: Optional[float] = None
         self._allow_key = None
         self._allowlist = Allowlist([], TRACKING_URI_ENV)
         self._hook = self._on_response
         self._sync_allowlist()
-        _INSTANCES.add(self)
 
     # ---- hot path -------------------------------------------------------------------------
     def __call__(self, r):
-        header = self._fast
+        header = self.cache.fresh
         if header is None:
-            header = self._slow_header()
+            self._sync_allowlist()
+            header = self.cache.get()
             if header is None:
                 return r
         if r.url.startswith(self._ok) or self._admit(r.url):
@@ -124,82 +81,6 @@ class SecretsAuth(AuthBase):
             r.headers[name] = value
             r.hooks["response"].append(self._hook)
         return r
-
-    def _slow_header(self) -> Optional[tuple]:
-        if self._due:
-            self._refresh(False)
-        header = self._header
-        if header is None:
-            # No credential yet: wait for a thread that may be loading it, then use what it got.
-            with self._lock:
-                header = self._header
-        return header
-
-    # ---- credential -----------------------------------------------------------------------
-    def _refresh(self, force: bool) -> bool:
-        """Poll the source; True when the credential changed. Never raises."""
-        if not self._lock.acquire(blocking=force):
-            return False  # another thread is polling; keep using the current credential
-        try:
-            self._due = self._interval <= 0  # an interval of 0 polls on every request
-            if not self._due and not self._timer_pending:
-                self._timer_pending = True
-                try:
-                    self._schedule(self._interval, self._mark_due)
-                except RuntimeError:  # no new threads (interpreter shutting down): poll next time
-                    self._timer_pending = False
-                    self._due = True
-            self._sync_allowlist()
-            try:
-                result = self._source.poll(force)
-            except CredentialError as exc:
-                self._warn_error(str(exc))
-                return False
-            except Exception as exc:  # a provider outage: keep the last good credential
-                self._warn_error(
-                    "could not read the credential from %s (%s); keeping the last good one"
-                    % (self._source.describe(), exc.__class__.__name__)
-                )
-                return False
-            changed = False
-            if result is not UNCHANGED:
-                self._warned_errors.clear()
-                changed = not result.same_header(self._cred)
-                self._cred = result
-                if result.header_name not in self._names:
-                    self._names = self._names + (result.header_name,)
-                self._header = (result.header_name, result.header_value)
-                if changed:
-                    logger.debug("credential loaded from %s", self._source.describe())
-            self._check_expiry()
-            return changed
-        finally:
-            self._fast = None if self._due else self._header
-            self._lock.release()
-
-    def _mark_due(self) -> None:
-        self._timer_pending = False
-        self._due = True
-        self._fast = None
-
-    def _warn_error(self, message: str) -> None:
-        if message not in self._warned_errors:
-            self._warned_errors.add(message)
-            logger.warning("mlflow_secrets_auth: %s", message)
-
-    def _check_expiry(self) -> None:
-        cred = self._cred
-        if cred is None or cred.expires_at is None:
-            return
-        if self._wall() >= cred.expires_at and self._expiry_warned_for != cred.expires_at:
-            self._expiry_warned_for = cred.expires_at
-            logger.warning(
-                "mlflow_secrets_auth: the credential from %s expired at %s and has not been "
-                "rotated; requests will likely be refused. Check the MlflowAuthBinding's status "
-                "(kubectl get mab) or the secret manager",
-                self._source.describe(),
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expires_at)),
-            )
 
     # ---- allowlist ------------------------------------------------------------------------
     def _sync_allowlist(self) -> bool:
@@ -266,7 +147,7 @@ class SecretsAuth(AuthBase):
         return r
 
     def _strip(self, headers) -> None:
-        for name in self._names:
+        for name in self.cache.names:
             if name in headers:  # requests' headers: case-insensitive
                 del headers[name]
 
@@ -287,9 +168,9 @@ class SecretsAuth(AuthBase):
         downgrade = r.url[:6].lower() == "https:" and target[:5].lower() == "http:"
         allowed = not downgrade and self.allows_url(target)
         req = r.request
-        carried = any(name in req.headers for name in self._names)
+        carried = any(name in req.headers for name in self.cache.names)
         self._strip(req.headers)  # fail closed: whatever their values, they are ours
-        header = self._header
+        header = self.cache.header
         if allowed:
             # The current value, never a stale one; and only on a hop that still carries the
             # credential: a chain that passed a host not allowed (or requests' own stripping of
@@ -319,7 +200,7 @@ class SecretsAuth(AuthBase):
 
     def _retry_after_refusal(self, r, send_kwargs):
         req = r.request
-        sent = self._header
+        sent = self.cache.header
         if sent is None or req.headers.get(sent[0]) != sent[1]:
             return r  # we did not set the current credential on this request
         if getattr(req, "_mlflow_secrets_auth_retried", False):
@@ -327,8 +208,9 @@ class SecretsAuth(AuthBase):
         body = req.body
         if body is not None and not isinstance(body, (bytes, str)):
             return r  # a stream cannot be replayed
-        self._refresh(True)
-        new = self._header
+        self.cache.refresh(True)
+        self._sync_allowlist()
+        new = self.cache.header
         if new is None or new == sent:
             logger.debug("HTTP %s and the credential did not change; not re-sending", r.status_code)
             return r
@@ -366,7 +248,7 @@ class SecretsAuth(AuthBase):
 
     # ---- introspection (CLI, tests) -------------------------------------------------------
     def current(self) -> Optional[Credential]:
-        return self._cred
+        return self.cache.credential
 
     @property
     def allowlist(self) -> Allowlist:

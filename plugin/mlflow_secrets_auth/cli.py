@@ -195,6 +195,7 @@ def _dry_run(url: str, env: Mapping[str, str], cred: Optional[Credential], timeo
         report.fail("--dry-run needs the requests package", "pip install requests")
         return
     from .auth import SecretsAuth
+    from .cache import CredentialCache
     from .sources import UNCHANGED
 
     class _Fixed:
@@ -210,7 +211,7 @@ def _dry_run(url: str, env: Mapping[str, str], cred: Optional[Credential], timeo
         def describe(self):
             return "the credential checked above"
 
-    auth = SecretsAuth(_Fixed(), allowlist_values=lambda: (env.get(ALLOWED_HOSTS_ENV),
+    auth = SecretsAuth(CredentialCache(_Fixed()), allowlist_values=lambda: (env.get(ALLOWED_HOSTS_ENV),
                                                            env.get(TRACKING_URI_ENV)))
     try:
         resp = requests.get(target, auth=auth, timeout=timeout)

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from dev.helm import webhook_configuration as from_chart
 from dev.kubelet import atomic_write_dir
 from dev.stack._proc import ManagedProcess, free_port, wait_until
 from mlflow_secrets_auth_webhook.tls import KeyPair, fingerprint, issue_ca, issue_serving_cert, utcnow
@@ -95,24 +96,10 @@ class WebhookProcess:
 
 
 def webhook_configuration(name: str, url: str, ca_pem: bytes) -> dict:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "inject.mlflow-secrets-auth.io",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 10,
-            "reinvocationPolicy": "Never",
-            "clientConfig": {"url": f"{url}/mutate", "caBundle": base64.b64encode(ca_pem).decode()},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": {"mlflow-secrets-auth/inject": "true"}},
-            # Only the tests' namespaces: other sessions' pods never depend on this process.
-            "namespaceSelector": {"matchLabels": {TEST_NAMESPACE_LABEL: "true"}},
-        }],
-    }
+    """The chart's MutatingWebhookConfiguration, rendered, calling ``url`` and trusting
+    ``ca_pem``; only the tests' namespaces: other sessions' pods never depend on this process."""
+    return from_chart(name, url, ca_pem=ca_pem,
+                      namespace_selector={"matchLabels": {TEST_NAMESPACE_LABEL: "true"}})
 
 
 @pytest.fixture(scope="session")

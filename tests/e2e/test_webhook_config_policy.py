@@ -4,28 +4,21 @@ lets it change only the caBundle. The policy is rendered from the chart with the
 from __future__ import annotations
 
 import base64
+import json
 import secrets
-import subprocess
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dev.helm import ensure_helm
+from dev.helm import render
 from tests.e2e.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "mlflow-secrets-auth"
 
 
 def _render_policy(release: str, namespace: str) -> str:
-    proc = subprocess.run(
-        [str(ensure_helm()), "template", release, str(CHART), "--namespace", namespace,
-         "--set", "tls.mode=selfManaged", "--show-only", "templates/webhook-config-policy.yaml"],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return "\n---\n".join(json.dumps(doc) for doc in render(
+        release, namespace, {"tls": {"mode": "selfManaged"}}, "templates/webhook-config-policy.yaml"))
 
 
 @pytest.fixture
@@ -37,19 +30,13 @@ def self_managed_release(kube, kube_api, namespace):
     config_name, sa = f"{release}-mlflow-secrets-auth", f"{release}-mlflow-secrets-auth-webhook"
     admission = client.AdmissionregistrationV1Api(kube_api)
     rbac = client.RbacAuthorizationV1Api(kube_api)
-    admission.create_mutating_webhook_configuration({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": config_name},
-        "webhooks": [{
-            "name": "pods.mlflow-secrets-auth.io", "admissionReviewVersions": ["v1"],
-            "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 10,
-            "clientConfig": {"service": {"name": sa, "namespace": namespace, "path": "/mutate",
-                                         "port": 443}},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": {"mlflow-secrets-auth/inject": "true"}},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "no-such-ns-x"}},
-        }]})
+    config = next(d for d in render(release, namespace, {"tls": {"mode": "selfManaged"}},
+                                    "templates/webhook-admission.yaml")
+                  if d["kind"] == "MutatingWebhookConfiguration")
+    assert config["metadata"]["name"] == config_name
+    config["webhooks"][0]["namespaceSelector"] = {
+        "matchLabels": {"kubernetes.io/metadata.name": "no-such-ns-x"}}
+    admission.create_mutating_webhook_configuration(config)
     client.CoreV1Api(kube_api).create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa)))
     rbac.create_cluster_role(client.V1ClusterRole(

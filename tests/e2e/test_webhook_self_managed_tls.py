@@ -9,8 +9,9 @@ import sys
 
 from kubernetes import client
 
+from dev.helm import webhook_configuration as chart_webhook_configuration
 from dev.stack._proc import ManagedProcess, free_port, wait_until
-from tests.e2e.fixtures_webhook import ROOT, create_pod, vault_binding, webhook_configuration
+from tests.e2e.fixtures_webhook import ROOT, create_pod, vault_binding
 from tests.e2e.waiting import wait_for
 
 
@@ -20,9 +21,9 @@ def test_webhook_without_certificate_files_manages_its_own_tls(webhook, openbao,
     port = free_port()
     config_name = f"{webhook.config_name}-self-{secrets.token_hex(3)}"
     admission = client.AdmissionregistrationV1Api(kube_api)
-    body = webhook_configuration(config_name, f"https://127.0.0.1:{port}", b"")
-    del body["webhooks"][0]["clientConfig"]["caBundle"]        # the webhook fills it in
-    body["webhooks"][0]["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    body = chart_webhook_configuration(   # no caBundle: the webhook fills it in
+        config_name, f"https://127.0.0.1:{port}",
+        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}})
     admission.create_mutating_webhook_configuration(body)
     env = {"KUBECONFIG": str(kube.kubeconfig), "MSA_WEBHOOK_HOST": "127.0.0.1", "MSA_WEBHOOK_PORT": str(port),
            "MSA_NAMESPACE": namespace, "MSA_SERVICE_NAME": "webhook", "MSA_TLS_SECRET_NAME": "webhook-tls",

@@ -11,12 +11,14 @@ from mlflow_secrets_auth_api import LABEL_INJECT
 
 from .mutation import build_patch, conflicts, is_injected
 from .policy import choose_binding
-from .review import AdmissionReview, Pod, review_response
+from .review import AdmissionReview, AdmissionReviewResponse, Pod, review_response
 from .settings import Settings
 
 log = logging.getLogger("mlflow_secrets_auth_webhook.admission")
 
+#: ``list_bindings(namespace)``: the namespace's bindings as raw API objects.
 ListBindings = Callable[[str], Sequence[Dict[str, Any]]]
+
 
 
 class BadReview(ValueError):
@@ -25,8 +27,17 @@ class BadReview(ValueError):
 
 @dataclass(frozen=True)
 class Outcome:
-    body: Dict[str, Any]
+    review: AdmissionReviewResponse
     result: str  # metrics label: mutated | skipped | already_injected | denied | invalid | error
+
+    @property
+    def body(self) -> Dict[str, Any]:
+        return self.review.to_wire()
+
+    @property
+    def final(self) -> bool:
+        """False for a denial or an error that a live read of the bindings could change."""
+        return self.result not in ("denied", "error")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -38,6 +49,8 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def parse_review(body: Any) -> AdmissionReview:
+    if isinstance(body, AdmissionReview):
+        return body
     if not isinstance(body, dict):
         raise BadReview("the body must be a JSON object (an admission.k8s.io/v1 AdmissionReview)")
     try:
@@ -47,7 +60,8 @@ def parse_review(body: Any) -> AdmissionReview:
 
 
 def admit(body: Any, list_bindings: ListBindings, settings: Settings) -> Outcome:
-    """Answer one AdmissionReview. Raises `BadReview` only for a body that is not a review."""
+    """Answer one AdmissionReview (parsed, or its JSON body). Raises `BadReview` only for a body
+    that is not a review."""
     review = parse_review(body)
     req = review.request
     uid = req.uid

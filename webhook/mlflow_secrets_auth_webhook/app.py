@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 
-from .admission import BadReview, ListBindings, admit
+from .admission import BadReview, admit, parse_review
+from .bindings import BindingSource
 from .metrics import Metrics
 from .settings import Settings
 
@@ -19,26 +19,11 @@ log = logging.getLogger("mlflow_secrets_auth_webhook.app")
 MAX_BODY = 3 * 1024 * 1024  # the API server caps requests near this size
 
 
-def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None, *,
-               recheck: Optional[ListBindings] = None,
-               metrics: Optional[Metrics] = None,
-               ready: Optional[Callable[[], bool]] = None,
-               serve_metrics: bool = True) -> FastAPI:
-    """The webhook app.
-
-    `list_bindings(namespace)` returns the namespace's raw MlflowAuthBindings from memory; it runs
-    on the event loop, so it must not block. `recheck(namespace)` is an optional live (blocking)
-    read, run in a worker thread only when the fast answer is a denial. By default: a watch cache
-    of the cluster's bindings, re-checked live, ready once the cache has listed.
-    """
-    if list_bindings is None:
-        from .bindings import BindingCache, KubeBindingSource, load_api_client
-
-        api = load_api_client()
-        cache = BindingCache(api).start()
-        list_bindings, recheck = cache, recheck or KubeBindingSource(api)
-        ready = ready or cache.synced.is_set
-    ready = ready or (lambda: True)
+def create_app(settings: Settings, bindings: BindingSource, *,
+               metrics: Optional[Metrics] = None, serve_metrics: bool = True) -> FastAPI:
+    """The webhook app over its collaborators: the settings, where bindings are read
+    (`BindingSource.from_cluster(api)` in the server) and the metrics (a fresh registry unless
+    given). /readyz follows `bindings.ready()`."""
     metrics = metrics or Metrics.create()
     app = FastAPI(title="mlflow-secrets-auth webhook", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -49,15 +34,8 @@ def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None,
         raw = await request.body()
         started = time.perf_counter()   # the webhook's own time: from the full body to the answer
         try:
-            if len(raw) > MAX_BODY:
-                raise BadReview(f"body larger than {MAX_BODY} bytes")
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                raise BadReview(f"the body is not JSON ({type(exc).__name__})") from exc
-            outcome = admit(body, list_bindings, settings)
-            if recheck is not None and outcome.result in ("denied", "error"):
-                outcome = await run_in_threadpool(admit, body, recheck, settings)
+            review = parse_review(_json(raw))
+            outcome = await bindings.answer(lambda source: admit(review, source, settings))
         except BadReview as exc:
             metrics.admissions.labels(result="bad_request").inc()
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -76,7 +54,7 @@ def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None,
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if ready():
+        if bindings.ready():
             return PlainTextResponse("ready")
         return PlainTextResponse("not ready", status_code=503)
 
@@ -86,3 +64,12 @@ def create_app(settings: Settings, list_bindings: Optional[ListBindings] = None,
             return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _json(raw: bytes) -> Any:
+    if len(raw) > MAX_BODY:
+        raise BadReview(f"body larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadReview(f"the body is not JSON ({type(exc).__name__})") from exc

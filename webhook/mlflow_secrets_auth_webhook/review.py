@@ -100,16 +100,40 @@ class Pod(_PodPart):
 
 
 # --- the response ----------------------------------------------------------------------
+class ResponseStatus(_Wire):
+    code: int
+    message: StrictStr = ""
+
+
+class AdmissionResponse(_Wire):
+    uid: StrictStr
+    allowed: bool
+    patch_type: Optional[Literal["JSONPatch"]] = Field(default=None, alias="patchType")
+    patch: Optional[StrictStr] = None  # base64 of the JSON patch
+    status: Optional[ResponseStatus] = None
+    warnings: Optional[List[StrictStr]] = None
+
+
+class AdmissionReviewResponse(_Wire):
+    api_version: Literal["admission.k8s.io/v1"] = Field(default="admission.k8s.io/v1",
+                                                        alias="apiVersion")
+    kind: Literal["AdmissionReview"] = "AdmissionReview"
+    response: AdmissionResponse
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The JSON body: camelCase names, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
 def review_response(uid: str, *, allowed: bool, patch: Optional[list] = None,
                     message: Optional[str] = None, code: Optional[int] = None,
-                    warnings: Optional[List[str]] = None) -> Dict[str, Any]:
-    """An AdmissionReview v1 response body (kopf's `build_response` shape)."""
-    response: Dict[str, Any] = {"uid": uid, "allowed": allowed}
-    if patch:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+                    warnings: Optional[List[str]] = None) -> AdmissionReviewResponse:
+    """An AdmissionReview v1 response (kopf's `build_response` shape)."""
+    status = None
     if message is not None or code is not None:
-        response["status"] = {"code": code or (200 if allowed else 403), "message": message or ""}
-    if warnings:
-        response["warnings"] = warnings
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        status = ResponseStatus(code=code or (200 if allowed else 403), message=message or "")
+    return AdmissionReviewResponse(response=AdmissionResponse(
+        uid=uid, allowed=allowed,
+        patch_type="JSONPatch" if patch else None,
+        patch=base64.b64encode(json.dumps(patch).encode()).decode() if patch else None,
+        status=status, warnings=warnings or None))

@@ -63,7 +63,7 @@ def main(settings: Optional[Settings] = None) -> None:
             api_client = load_api_client()
         return api_client
 
-    from .bindings import BindingCache, KubeBindingSource
+    from .bindings import BindingSource
 
     stop = threading.Event()
     if settings.tls_cert_file:
@@ -80,9 +80,8 @@ def main(settings: Optional[Settings] = None) -> None:
     if settings.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
-    cache = BindingCache(kube()).start()
-    app = create_app(settings, cache, recheck=KubeBindingSource(kube()), metrics=metrics,
-                     ready=cache.synced.is_set, serve_metrics=not settings.metrics_port)
+    app = create_app(settings, BindingSource.from_cluster(kube()), metrics=metrics,
+                     serve_metrics=not settings.metrics_port)
     server, reloader = build_server(settings, app, cert_file, key_file)
     log.info("webhook serving", extra={"port": settings.port, "cert_file": cert_file,
                                        "self_managed_tls": not settings.tls_cert_file})

@@ -90,9 +90,22 @@ def _no_secret_in_logs(caplog):
     """Every plugin test runs with DEBUG logs captured and fails if a secret shows up in them."""
     caplog.set_level(logging.DEBUG, logger="mlflow_secrets_auth")
     yield
-    mlflow_secrets_auth._reset_for_tests()
     for secret in SECRETS:
         assert secret not in caplog.text, "a secret value leaked into the logs"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_auth(monkeypatch):
+    """Each test builds MLflow's shared auth object from its own environment: the plugin keeps
+    one per process (``mlflow_secrets_auth._auth``) and each provider instance MLflow registered
+    caches it in its ``get_auth``."""
+    from mlflow.tracking.request_auth.registry import _request_auth_provider_registry
+
+    monkeypatch.setattr(mlflow_secrets_auth, "_auth", None)
+    yield
+    for provider in _request_auth_provider_registry._registry:
+        if isinstance(provider, mlflow_secrets_auth.SecretsAuthProvider):
+            provider.__dict__.pop("get_auth", None)
 
 
 def make_tls_files(directory):

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from mlflow_secrets_auth.auth import SecretsAuth
+from mlflow_secrets_auth.cache import CredentialCache
 from mlflow_secrets_auth.credentials import Credential
 from mlflow_secrets_auth.sources import UNCHANGED, FileSource
 
@@ -43,8 +44,10 @@ def session():
     return s
 
 
-def make_auth(source, allowed, tracking=None, **kw):
-    return SecretsAuth(source, allowlist_values=lambda: (allowed, tracking), **kw)
+def make_auth(source, allowed, tracking=None, **cache_kw):
+    """The adapter over a cache of ``source``; ``cache_kw``: the cache's timer, interval, clock."""
+    return SecretsAuth(CredentialCache(source, **cache_kw),
+                       allowlist_values=lambda: (allowed, tracking))
 
 
 def volume(tmp_path, files):
@@ -98,8 +101,9 @@ def test_another_port_on_the_tracking_host_is_refused_by_default(tmp_path, serve
 def test_a_changed_tracking_uri_is_honoured_without_a_restart(tmp_path, serve):
     first, second = serve(), serve()
     env = {"tracking": first.url()}
-    auth = SecretsAuth(FileSource(str(volume(tmp_path, {"token": TOKEN}).root)),
-                       allowlist_values=lambda: (None, env["tracking"]), schedule=ManualTimer())
+    source = FileSource(str(volume(tmp_path, {"token": TOKEN}).root))
+    auth = SecretsAuth(CredentialCache(source, timer=ManualTimer()),
+                       allowlist_values=lambda: (None, env["tracking"]))
     s = session()
     s.get(first.url(), auth=auth)
     env["tracking"] = second.url()  # what mlflow.set_tracking_uri does to the environment
@@ -150,24 +154,26 @@ def test_a_rotated_volume_is_used_within_one_second_without_a_restart(tmp_path, 
 
 
 class CountingSource(FileSource):
-    polls = 0
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.polls = 0
 
     def poll(self, force=False):
-        CountingSource.polls += 1
+        self.polls += 1
         return super().poll(force)
 
 
 def test_the_files_are_not_read_per_request(tmp_path):
     timer = ManualTimer()
-    auth = make_auth(CountingSource(str(volume(tmp_path, {"token": TOKEN}).root)),
-                     "h", schedule=timer)
+    source = CountingSource(str(volume(tmp_path, {"token": TOKEN}).root))
+    auth = make_auth(source, "h", timer=timer)
     req = requests.Request("GET", "http://h/api").prepare()
     for _ in range(1000):
         auth(req)
-    assert CountingSource.polls == 1
+    assert source.polls == 1
     timer.elapse()
     auth(req)
-    assert CountingSource.polls == 2
+    assert source.polls == 2
 
 
 def rotating_server(serve, accepted, **kw):
@@ -184,7 +190,7 @@ def rotating_server(serve, accepted, **kw):
 def test_a_401_rereads_the_volume_once_and_resends(tmp_path, serve):
     srv = rotating_server(serve, "new-token")
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)  # loads old-token; the frozen clock never reaches the next check
     vol.write({"token": "new-token"})
@@ -206,7 +212,7 @@ def test_a_401_with_an_unchanged_credential_is_not_resent(tmp_path, serve):
 def test_a_403_after_rotation_is_resent_only_once(tmp_path, serve):
     srv = serve(lambda req, n: (403, {}, b""))
     vol = volume(tmp_path, {"token": "one"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "two"})
@@ -222,7 +228,7 @@ def test_the_resend_after_401_keeps_tls_verification(tmp_path, serve):
     srv = rotating_server(serve, "new-token", ssl_context=ctx)
     url = srv.url(scheme="https")
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, url, schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, url, timer=ManualTimer())
     s = session()
     s.get(url, auth=auth, verify=cert)
     vol.write({"token": "new-token"})
@@ -234,7 +240,7 @@ def test_the_resend_after_401_keeps_tls_verification(tmp_path, serve):
 def test_the_resend_after_401_keeps_the_timeout(tmp_path, serve):
     srv = rotating_server(serve, "new-token", delay_after=2, delay=3.0)
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
@@ -249,7 +255,7 @@ def test_the_resend_after_401_goes_through_the_same_proxy(tmp_path, serve):
     proxy = rotating_server(serve, "new-token")
     target = "http://mlflow.invalid:5000/api/2.0/mlflow/experiments/search"
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), "mlflow.invalid:5000", schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), "mlflow.invalid:5000", timer=ManualTimer())
     s = session()
     proxies = {"http": proxy.url()}
     s.get(target, auth=auth, proxies=proxies)
@@ -261,7 +267,7 @@ def test_the_resend_after_401_goes_through_the_same_proxy(tmp_path, serve):
 def test_an_expired_credential_warns_once_per_expiry(tmp_path, caplog):
     timer, wall = ManualTimer(), FrozenWall(2000000000.0)  # 2033
     vol = volume(tmp_path, {"token": TOKEN, "expires-at": "2030-01-01T00:00:00Z"})
-    auth = make_auth(FileSource(str(vol.root)), "h", schedule=timer, wall_clock=wall)
+    auth = make_auth(FileSource(str(vol.root)), "h", timer=timer, wall_clock=wall)
     req = requests.Request("GET", "http://h/").prepare()
     for _ in range(5):
         auth(req)
@@ -285,7 +291,7 @@ def test_a_credential_not_yet_expired_does_not_warn(tmp_path, caplog):
 
 def test_a_missing_directory_sends_no_header_and_says_how_to_fix_it_once(tmp_path, caplog):
     timer = ManualTimer()
-    auth = make_auth(FileSource(str(tmp_path / "absent")), "h", schedule=timer)
+    auth = make_auth(FileSource(str(tmp_path / "absent")), "h", timer=timer)
     for _ in range(3):
         req = auth(requests.Request("GET", "http://h/").prepare())
         timer.elapse()
@@ -310,7 +316,7 @@ class FlakySource:
 
 def test_an_outage_keeps_the_last_good_credential(caplog):
     timer = ManualTimer()
-    auth = make_auth(FlakySource(), "h", schedule=timer)
+    auth = make_auth(FlakySource(), "h", timer=timer)
     for _ in range(3):
         req = auth(requests.Request("GET", "http://h/").prepare())
         timer.elapse()
@@ -338,7 +344,7 @@ def test_a_forked_child_polls_on_its_first_request(tmp_path):
 
     timer = ManualTimer()
     vol = volume(tmp_path, {"token": "parent-token"})
-    auth = make_auth(FileSource(str(vol.root)), "h", schedule=timer)
+    auth = make_auth(FileSource(str(vol.root)), "h", timer=timer)
     auth(requests.Request("GET", "http://h/").prepare())
     vol.write({"token": "child-token"})
     read, write = os.pipe()
@@ -368,7 +374,7 @@ def test_concurrent_requests_during_rotations_never_mix_a_header_name_with_anoth
     import threading
 
     vol = volume(tmp_path, {"header-name": "X-Version-0", "header-value": "value-0"})
-    auth = make_auth(FileSource(str(vol.root)), "h", check_interval=0.0)
+    auth = make_auth(FileSource(str(vol.root)), "h", interval=0.0)
     stop, bad, sent = threading.Event(), [], []
 
     def client():
@@ -395,7 +401,7 @@ def test_concurrent_requests_during_rotations_never_mix_a_header_name_with_anoth
 def test_a_streamed_body_is_not_resent_after_401(tmp_path, serve):
     srv = rotating_server(serve, "new-token")
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=ManualTimer())
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
@@ -421,7 +427,7 @@ class SlowFirstLoad:
 def test_requests_racing_the_first_load_wait_for_it_instead_of_going_without(tmp_path):
     import threading
 
-    auth = make_auth(SlowFirstLoad(), "h", schedule=ManualTimer())
+    auth = make_auth(SlowFirstLoad(), "h", timer=ManualTimer())
     results = []
 
     def client():
@@ -439,8 +445,7 @@ def test_requests_racing_the_first_load_wait_for_it_instead_of_going_without(tmp
 def test_a_zero_check_interval_polls_on_every_request_without_timers(tmp_path):
     timer = ManualTimer()
     source = CountingSource(str(volume(tmp_path, {"token": TOKEN}).root))
-    before = CountingSource.polls
-    auth = make_auth(source, "h", check_interval=0.0, schedule=timer)
+    auth = make_auth(source, "h", interval=0.0, timer=timer)
     for _ in range(3):
         auth(requests.Request("GET", "http://h/").prepare())
-    assert CountingSource.polls - before == 3 and timer.pending == []
+    assert source.polls == 3 and timer.pending == []

@@ -202,8 +202,9 @@ def test_without_the_providers_package_direct_mode_names_the_extra_to_install(mo
 def test_the_check_interval_comes_from_the_environment(tmp_path):
     auth = mlflow_secrets_auth.build_auth({"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path),
                                            "MLFLOW_SECRETS_AUTH_CHECK_INTERVAL": "2.5"})
-    assert auth._interval == 2.5
-    assert mlflow_secrets_auth.build_auth({"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path)})._interval == 0.5
+    assert auth.cache.interval == 2.5
+    assert mlflow_secrets_auth.build_auth(
+        {"MLFLOW_SECRETS_AUTH_DIR": str(tmp_path)}).cache.interval == 0.5
 
 
 def test_a_credential_past_its_own_expiry_is_fetched_again_before_the_ttl():

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from mlflow_secrets_auth.auth import SecretsAuth
+from mlflow_secrets_auth.cache import CredentialCache
 from mlflow_secrets_auth.sources import FileSource
 
 from .conftest import CUSTOM, TOKEN, make_tls_files
@@ -32,7 +33,7 @@ def gate(serve, target):
 def rotated_auth(tmp_path, allowed, tracking=None):
     """An auth that has sent OLD once; the volume now holds NEW, unseen until a 401 re-reads it."""
     vol = volume(tmp_path, {"header-name": "X-MLflow-Auth", "header-value": OLD})
-    auth = make_auth(FileSource(str(vol.root)), allowed, tracking, schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), allowed, tracking, timer=ManualTimer())
     auth(requests.Request("GET", "http://127.0.0.1/").prepare())  # loads OLD
     vol.write({"header-name": "X-MLflow-Auth", "header-value": NEW})
     return auth
@@ -65,7 +66,7 @@ def test_a_resend_goes_without_the_credential_when_the_allowlist_no_longer_allow
     env = {}
     srv = serve(lambda req, n: (401, {}, b"{}"))
     vol = volume(tmp_path, {"header-name": "X-MLflow-Auth", "header-value": OLD})
-    auth = SecretsAuth(FileSource(str(vol.root)), schedule=ManualTimer(),
+    auth = SecretsAuth(CredentialCache(FileSource(str(vol.root)), timer=ManualTimer()),
                        allowlist_values=lambda: (env.get("allowed"), None))
     env["allowed"] = "127.0.0.1:%d" % srv.port
     s = session()
@@ -96,7 +97,7 @@ def test_a_header_name_that_rotated_away_never_follows_a_redirect(
     allowed = "127.0.0.1:%d" % origin.port
     if target_allowed:
         allowed += ",localhost:%d" % elsewhere.port
-    holder["auth"] = auth = make_auth(FileSource(str(vol.root)), allowed, schedule=timer)
+    holder["auth"] = auth = make_auth(FileSource(str(vol.root)), allowed, timer=timer)
     assert session().get(origin.url(), auth=auth).status_code == 200
     assert header_values(origin.requests[0]) == [OLD]
     hop = elsewhere.requests[0]["headers"]
@@ -152,7 +153,7 @@ def test_a_redirect_hop_carries_the_credential_current_when_the_hop_leaves(tmp_p
         return 200, {}, b"{}"
 
     srv = serve(respond)
-    holder["auth"] = auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=timer)
+    holder["auth"] = auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=timer)
     session().get(srv.url() + "/start", auth=auth)
     assert [header_values(q) for q in srv.requests] == [[OLD], [NEW]]
 
@@ -171,7 +172,7 @@ def test_invalid_allowlist_patterns_are_logged_once_naming_the_pattern(tmp_path,
 def test_a_credential_in_a_framing_or_routing_header_is_never_sent(tmp_path, serve, caplog, name):
     srv = serve()
     vol = volume(tmp_path, {"header-name": name, "header-value": CUSTOM})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=ManualTimer())
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=ManualTimer())
     for _ in range(2):
         session().get(srv.url() + "/api", auth=auth)
     assert all(header_values(q) == [] for q in srv.requests)
@@ -191,7 +192,7 @@ def test_a_redirect_hop_is_judged_by_the_allowlist_as_it_is_when_the_hop_leaves(
     origin = serve(respond)
     env["allowed"] = "127.0.0.1:%d,localhost:%d" % (origin.port, elsewhere.port)
     vol = volume(tmp_path, {"header-name": "X-MLflow-Auth", "header-value": CUSTOM})
-    auth = SecretsAuth(FileSource(str(vol.root)), schedule=ManualTimer(),
+    auth = SecretsAuth(CredentialCache(FileSource(str(vol.root)), timer=ManualTimer()),
                        allowlist_values=lambda: (env["allowed"], None))
     assert session().get(origin.url(), auth=auth).status_code == 200
     assert header_values(origin.requests[0]) == [CUSTOM]

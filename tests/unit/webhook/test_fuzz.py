@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from mlflow_secrets_auth_webhook import Settings, create_app
+from mlflow_secrets_auth_webhook.bindings import BindingSource
 from mlflow_secrets_auth_webhook.mutation import is_injected
 
 from .conftest import load
@@ -149,7 +150,7 @@ def clients():
     """One live TestClient (one event loop portal) per binding variant, for the whole run."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(TestClient(create_app(Settings(inject_image="img"),
-                                                         lambda ns, b=binding_variant(i): b)))
+                                                         BindingSource(lambda ns, b=binding_variant(i): b))))
                for i in range(7)]
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from mlflow_secrets_auth_api import MlflowAuthBinding
 from mlflow_secrets_auth_webhook.mutation import (
-    COPY_COMMAND, CREDENTIAL_VOLUME, INIT_CONTAINER_NAME, PLUGIN_VOLUME, build_patch, conflicts)
+    COPY_COMMAND, CREDENTIAL_VOLUME, INIT_CONTAINER_NAME, PLUGIN_VOLUME, build_patch, conflicts,
+    mutate)
 
 from .helpers import env_of, patched
 
@@ -170,3 +171,9 @@ def test_a_container_mounting_at_our_path_is_a_conflict(pod, settings):
     pod["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "x", "mountPath": "/var/run/secrets/mlflow-secrets-auth/"}]
     assert "move that mount" in conflicts(pod, settings)
+
+
+def test_the_patch_takes_the_pod_exactly_to_its_mutated_copy(pod, binding, settings):
+    for variant in (pod, {**pod, "metadata": None}, {"spec": {"containers": [{"name": "c"}]}}):
+        assert patched(variant, build_patch(variant, binding, settings)) == \
+            mutate(variant, binding, settings)

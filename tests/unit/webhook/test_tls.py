@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from mlflow_secrets_auth_webhook import Settings, create_app
+from mlflow_secrets_auth_webhook.bindings import BindingSource
 from mlflow_secrets_auth_webhook.certs import TLSState, plan
 from mlflow_secrets_auth_webhook.server import build_server, serve
 from mlflow_secrets_auth_webhook.tls import (fingerprint, issue_ca, issue_serving_cert, needs_renewal,
@@ -43,7 +44,7 @@ def running(tmp_path):
     write_atomically(cert, serving.cert_pem)
     write_atomically(key, serving.key_pem)
     settings = Settings(host="127.0.0.1", port=free_port())
-    server, reloader = build_server(settings, create_app(settings, lambda ns: []), str(cert), str(key))
+    server, reloader = build_server(settings, create_app(settings, BindingSource(lambda ns: [])), str(cert), str(key))
     thread = threading.Thread(target=asyncio.run, args=(serve(server, reloader, 0.05),), daemon=True)
     thread.start()
     for _ in range(200):
