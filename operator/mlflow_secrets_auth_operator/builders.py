@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Dict, Mapping, Optional
 
+from mlflow_secrets_auth.rfc3339 import parse_optional as parse_time
+from mlflow_secrets_auth.rfc3339 import rfc3339
 from mlflow_secrets_auth_api.binding import (GROUP, KIND, LABEL_BINDING, LABEL_MANAGED_BY,
                                              MANAGED_BY, SECRET_TYPE, VERSION, secret_name_for)
 
-from .credential import rfc3339
 
 READY = "Ready"
 SYNCED = "Synced"
@@ -117,7 +118,7 @@ def build_status(previous: Mapping, outcome: Outcome, *, binding_name: str, prov
     else:
         message = outcome.message
         if secret_exists and previous.get("lastSyncTime"):
-            expires = _parse(previous.get("expiresAt"))
+            expires = parse_time(previous.get("expiresAt"))
             if expires is not None and expires <= now:
                 message += f"; the last credential in Secret {secret_name} expired at {rfc3339(expires)}"
             else:
@@ -125,18 +126,6 @@ def build_status(previous: Mapping, outcome: Outcome, *, binding_name: str, prov
         ready = ready_condition(old_ready, "False", outcome.reason, message, now, generation)
     status["conditions"] = [ready] + conditions
     return status
-
-
-def _parse(text: Optional[str]) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-parse_time = _parse
 
 
 # --- schedule -----------------------------------------------------------------------------------

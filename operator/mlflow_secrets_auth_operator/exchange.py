@@ -19,17 +19,21 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
+from mlflow_secrets_auth.rfc3339 import parse_optional, rfc3339
 from mlflow_secrets_auth_api.binding import OAuth2ClientCredentials
+
+from .files import ca_file
+from .jwt_claims import jwt_exp
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +78,6 @@ class AccessToken:
     @property
     def lifetime(self) -> Optional[timedelta]:
         return None if self.expires_at is None else self.expires_at - self.issued_at
-
-
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # --- errors: each maps to a Ready condition reason ----------------------------------------------
@@ -197,22 +197,6 @@ def build_token_request(creds: ClientCredentials,
 
 
 # --- pure: outputs ------------------------------------------------------------------------------
-def jwt_exp(token: str) -> Optional[datetime]:
-    """The ``exp`` claim of a JWT, read without verifying the signature (None if not a JWT)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-        exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
-            return None
-        return datetime.fromtimestamp(exp, timezone.utc)
-    except (ValueError, KeyError, TypeError, OverflowError, OSError):
-        return None
-
-
 def parse_token_response(status: int, body: bytes, issued_at: datetime,
                          creds: Optional[ClientCredentials] = None,
                          endpoint: str = "the token endpoint") -> AccessToken:
@@ -353,17 +337,10 @@ class TokenClient:
         if "-----BEGIN CERTIFICATE-----" not in ca_cert:
             raise InvalidExchangeConfig(f"{FIELD}.caCert is not a PEM certificate (it must "
                                         f"contain -----BEGIN CERTIFICATE-----)")
-        digest = hashlib.sha256(ca_cert.encode()).hexdigest()[:16]
         with self._lock:
             if self._ca_dir is None:
                 self._ca_dir = tempfile.TemporaryDirectory(prefix="msa-oauth2-ca-")
-            path = os.path.join(self._ca_dir.name, f"{digest}.pem")
-            if not os.path.exists(path):
-                tmp = path + ".tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(ca_cert if ca_cert.endswith("\n") else ca_cert + "\n")
-                os.replace(tmp, path)
-        return path
+            return ca_file(ca_cert, Path(self._ca_dir.name))
 
     def close(self) -> None:
         with self._lock:
@@ -489,7 +466,7 @@ def hold_ready_while_token_valid(status: dict, previous: Mapping, outcome, now: 
         return status
     old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"),
                None)
-    expires = _parse_time((previous or {}).get("expiresAt"))
+    expires = parse_optional((previous or {}).get("expiresAt"))
     if old is None or old.get("status") != "True" or expires is None or expires <= now:
         return status
     conditions = list(status.get("conditions") or [])
@@ -504,12 +481,3 @@ def hold_ready_while_token_valid(status: dict, previous: Mapping, outcome, now: 
                                  f"expires at {rfc3339(expires)}, retrying")[:1024])
             conditions[i] = held
     return {**status, "conditions": conditions}
-
-
-def _parse_time(text) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None

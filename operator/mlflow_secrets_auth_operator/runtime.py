@@ -11,6 +11,8 @@ from typing import Optional
 
 import kopf
 
+from mlflow_secrets_auth_api import GROUP
+
 from .kube import KubeApi, api_client
 from .logs import Redactor
 from .loop import NamespaceLimiter
@@ -20,7 +22,7 @@ from .reconcile import Context
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-FINALIZER = "mlflow-secrets-auth.io/operator"
+FINALIZER = f"{GROUP}/operator"
 KOPF_CONNECTIONS = 20  # kopf's own API connections (watches, finalizer patches); kopf's default: no limit
 
 
@@ -47,9 +49,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False              # we post our own Events, on transitions only
     settings.persistence.finalizer = FINALIZER     # daemons need one to stop cleanly
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="mlflow-secrets-auth.io")
+        prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mlflow-secrets-auth.io", key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 1.0
@@ -108,14 +110,14 @@ def with_api_audiences(settings: Settings, kube, token_file: Path = SERVICE_ACCO
     discovery (the default of --api-audiences), and the audiences of the operator's own
     ServiceAccount token (the kubelet requests it for exactly the API server's audiences).
     Bindings naming any of them are refused (guard.check_audience)."""
-    from .guard import audiences_of_jwt
+    from .jwt_claims import audiences
 
     learned = list(settings.api_audiences)
     issuer = kube.service_account_issuer()
     if issuer:
         learned.append(issuer)
     try:
-        learned.extend(audiences_of_jwt(token_file.read_text().strip()))
+        learned.extend(audiences(token_file.read_text().strip()))
     except OSError:
         pass  # not in a pod (a kubeconfig): discovery and the configured list must do
     if not learned:

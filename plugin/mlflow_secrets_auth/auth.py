@@ -41,6 +41,7 @@ from requests.auth import AuthBase
 from .allowlist import (ALLOWED_HOSTS_ENV, HOW_TO_WRITE, TRACKING_URI_ENV, Allowlist,
                         host_port_of)
 from .credentials import Credential, CredentialError
+from .rfc3339 import rfc3339
 from .sources import UNCHANGED
 
 logger = logging.getLogger("mlflow_secrets_auth")
@@ -198,7 +199,7 @@ class SecretsAuth(AuthBase):
                 "rotated; requests will likely be refused. Check the MlflowAuthBinding's status "
                 "(kubectl get mab) or the secret manager",
                 self._source.describe(),
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expires_at)),
+                rfc3339(cred.expires_at),
             )
 
     # ---- allowlist ------------------------------------------------------------------------

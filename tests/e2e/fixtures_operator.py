@@ -15,14 +15,14 @@ from typing import Dict, Optional
 
 import pytest
 
-from dev.stack._proc import ManagedProcess, free_port, http_ok, wait_until
+from mlflow_secrets_auth_api import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from dev.stack.proc import ManagedProcess, free_port, http_ok, wait_until
+from dev.stack.project import CRD
 from tests.e2e.waiting import wait_for
 
 __all__ = ["operator"]
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "mlflowauthbindings.yaml"
-GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindings"
 
 
 @dataclass
@@ -77,7 +77,7 @@ class OperatorProcess:
 
 def apply_crd(kube) -> None:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +118,7 @@ def custom_api(kube_api):
 
 def create_binding(kube_api, namespace: str, name: str, spec: dict,
                    annotations: Optional[dict] = None) -> dict:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
+    body = {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
             "spec": spec}
     return custom_api(kube_api).create_namespaced_custom_object(

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from dev.kubelet import atomic_write_dir
-from dev.stack._proc import ManagedProcess, free_port, wait_until
+from dev.stack.proc import ManagedProcess, free_port, wait_until
 from mlflow_secrets_auth_webhook.tls import KeyPair, fingerprint, issue_ca, issue_serving_cert, utcnow
 from tests.e2e.fixtures_operator import apply_crd
 from tests.e2e.waiting import wait_for

@@ -202,13 +202,6 @@ def test_an_opaque_token_without_expires_in_has_no_known_expiry(server, client):
     assert ex.refresh_time(token.issued_at, token.expires_at) is None
 
 
-def test_jwt_exp_ignores_tokens_that_are_not_jwts():
-    assert ex.jwt_exp("not-a-jwt") is None
-    assert ex.jwt_exp("a.b.c") is None
-    assert ex.jwt_exp(jwt({"exp": "soon"})) is None
-    assert ex.jwt_exp(jwt({"sub": "x"})) is None
-
-
 # --- error classification -----------------------------------------------------------------------
 @pytest.mark.parametrize("status,code", [(401, "invalid_client"), (400, "invalid_client"),
                                          (400, "unauthorized_client")])

@@ -12,6 +12,7 @@ from mlflow_secrets_auth_operator import loop
 from mlflow_secrets_auth_operator.builders import Outcome
 from mlflow_secrets_auth_operator.logs import Redactor, configure
 from mlflow_secrets_auth_operator.settings import Settings
+from mlflow_secrets_auth_api import ANNOTATION_SYNC
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import binding, context
 
@@ -56,7 +57,7 @@ def test_a_fresh_status_delays_the_first_sync_after_a_restart():
     assert loop.initial_delay(binding({}, status=status), now) == pytest.approx(120)
     stale = binding({}, generation=2, status=status)
     assert loop.initial_delay(stale, now) == 0
-    asked = binding({}, status=status, annotations={"mlflow-secrets-auth.io/sync-requested": "x"})
+    asked = binding({}, status=status, annotations={ANNOTATION_SYNC: "x"})
     assert loop.initial_delay(asked, now) == 0
 
 
@@ -66,7 +67,7 @@ def test_notice_wakes_the_loop_only_for_a_new_generation_or_request():
     state.started, state.last_generation, state.last_request = True, 1, None
     loop.notice(binding({}, generation=1), memo)
     assert not state.wake.is_set()
-    loop.notice(binding({}, generation=1, annotations={"mlflow-secrets-auth.io/sync-requested": "1"}),
+    loop.notice(binding({}, generation=1, annotations={ANNOTATION_SYNC: "1"}),
                 memo)
     assert state.wake.is_set()
 
