@@ -31,67 +31,15 @@ import textwrap
 import time
 from pathlib import Path
 
+from dev.stack import pod_client
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ["kube", "openbao", "mlflow-basic", "operator", "webhook"]
 NODE_COMPONENTS = ["kube", "node", "openbao", "mlflow-basic"]
 CHART_NAMESPACE = "mlflow-secrets-auth"
 REFRESH = "15s"
 
-CLIENT = r"""
-import json, os, signal, time
-from mlflow import MlflowClient
-import mlflow_secrets_auth
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-client = MlflowClient()
-run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
-                        run_name="injected-credential")
-print(json.dumps({"event": "started", "run_id": run.info.run_id,
-                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
-step = 0
-while not stop:
-    try:
-        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
-        print(json.dumps({"event": "logged", "step": step}), flush=True)
-    except Exception as exc:
-        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
-    step += 1
-    time.sleep(0.25)
-client.set_terminated(run.info.run_id)
-print(json.dumps({"event": "done", "steps": step}), flush=True)
-"""
-
-
-# On the node: the same client, which also reports the user name the Basic header of each request
-# carried (never the password), read back through the API (pod logs).
-NODE_CLIENT = r"""
-import base64, json, os, signal, time
-import requests
-send = requests.Session.send
-last = {}
-def recording_send(self, request, **kw):
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Basic "):
-        last["user"] = base64.b64decode(header[6:]).decode().split(":", 1)[0]
-    return send(self, request, **kw)
-requests.Session.send = recording_send
-from mlflow import MlflowClient
-import mlflow_secrets_auth
-client = MlflowClient()
-run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
-                        run_name="injected-credential")
-print(json.dumps({"event": "started", "run_id": run.info.run_id, "user": last.get("user"),
-                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
-step = 0
-while True:
-    try:
-        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
-        print(json.dumps({"event": "logged", "step": step, "user": last.get("user")}), flush=True)
-    except Exception as exc:
-        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
-    step += 1
-    time.sleep(0.25)
-"""
+CLIENT = pod_client.script()  # the in-pod MLflow client (dev/stack/pod_client.py)
 
 
 def say(text: str) -> None:
@@ -339,7 +287,7 @@ def node_pod_manifest(stack: Stack, ns: str, experiment: str) -> dict:
                                          "seccompProfile": {"type": "RuntimeDefault"}},
                      "containers": [{
                          "name": "train", "image": stack.node["images"]["client"],
-                         "imagePullPolicy": "Never", "command": ["python", "-c", NODE_CLIENT],
+                         "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
                          "env": [{"name": "EXPERIMENT", "value": experiment},
                                  {"name": "HOME", "value": "/tmp"}],
                          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

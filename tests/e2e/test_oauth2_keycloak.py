@@ -28,6 +28,7 @@ import pytest
 
 from mlflow_secrets_auth.rfc3339 import parse_rfc3339
 from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
+from dev.stack import pod_client
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
@@ -90,32 +91,8 @@ def binding_spec(openbao, keycloak, mlflow_front, namespace: str, path: str, **e
     }
 
 
-WORKLOAD = r"""
-import json, os, signal, time
-import mlflow
-import mlflow_secrets_auth
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-say = lambda **kw: print(json.dumps(kw), flush=True)
-mlflow.set_experiment(os.environ["EXPERIMENT"])
-say(event="started", pid=os.getpid(), plugin=mlflow_secrets_auth.__file__,
-    tracking_auth=os.environ.get("MLFLOW_TRACKING_AUTH"))
-n = 0
-while not stop:
-    try:
-        with mlflow.start_run():
-            mlflow.log_param("i", n)
-            mlflow.log_metric("loss", 1.0 / (1 + n))
-        with mlflow.start_span(name="predict") as span:
-            span.set_inputs({"i": n})
-            span.set_outputs({"ok": True})
-        say(event="logged", n=n, trace=span.trace_id)
-    except Exception as exc:
-        say(event="error", n=n, error=repr(exc)[:500])
-    n += 1
-    time.sleep(1.0)
-say(event="done", runs=n)
-"""
+# the in-pod MLflow client (dev/stack/pod_client.py): with TRACES=1, a run and a span a step
+WORKLOAD = pod_client.script()
 
 
 def is_trace_call(uri: str) -> bool:
@@ -443,6 +420,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
                     "imagePullPolicy": "Never", "command": ["python", "-c", WORKLOAD],
                     "workingDir": "/tmp",
                     "env": [{"name": "EXPERIMENT", "value": experiment},
+                            {"name": "TRACES", "value": "1"}, {"name": "INTERVAL", "value": "1"},
                             {"name": "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "value": "false"},
                             {"name": "HOME", "value": "/tmp"},
                             # nothing to call home to: pods have no route off the machine
@@ -518,7 +496,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
         assert [e for e in events if e["event"] == "error"] == []
         assert len([e for e in events if e["event"] == "started"]) == 1
         logged = [e for e in events if e["event"] == "logged"]
-        assert [e["n"] for e in logged] == list(range(len(logged)))
+        assert [e["step"] for e in logged] == list(range(len(logged)))
         assert len(logged) >= 30
 
         # What the front saw, with each token shown as its number in `projected` (never the token)

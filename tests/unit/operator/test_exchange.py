@@ -239,11 +239,9 @@ def test_a_closed_port_is_provider_unavailable(client):
 
 def test_a_slow_token_endpoint_times_out_as_provider_unavailable(server):
     client = ex.TokenClient(clock=lambda: NOW, timeout=(1.0, 0.5))
-    server.token(delay=2.0)
-    started = time.monotonic()
+    server.token(delay=2.0)  # answered after 2 s: a success but for the 0.5 s read timeout
     with pytest.raises(ex.ProviderUnavailable, match="timed out"):
         client.mint(CREDS, cfg(token_url=server.url + "/token"))
-    assert time.monotonic() - started < 1.9
 
 
 @pytest.mark.parametrize("body,match", [
