@@ -31,6 +31,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from mlflow_secrets_auth_api import ANNOTATION_SYNC, API_VERSION, CRD_NAME, KIND
+
 from dev.stack import pod_client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +117,8 @@ def setup_team(stack: Stack, ns: str) -> tuple[tuple[str, str], tuple[str, str],
 
 def binding_yaml(stack: Stack, ns: str) -> str:
     return textwrap.dedent(f"""\
-        apiVersion: mlflow-secrets-auth.io/v1alpha1
-        kind: MlflowAuthBinding
+        apiVersion: {API_VERSION}
+        kind: {KIND}
         metadata:
           name: mlflow
           namespace: {ns}
@@ -377,7 +379,7 @@ def run_scenario_node() -> int:
             path=f"teams/{ns}/mlflow", secret={"username": bob[0], "password": bob[1]},
             mount_point="secret")
         kubectl(stack, "annotate", "mab", "mlflow", "-n", ns, "--overwrite",
-                f"mlflow-secrets-auth.io/sync-requested={rotated_at}")
+                f"{ANNOTATION_SYNC}={rotated_at}")
         wait_for(lambda: secret_data(stack, ns).get("username") == bob[0], 90,
                  "the operator to write the new credential")
         detail(f"Secret updated {time.time() - rotated_at:.1f}s after the write in OpenBao")
@@ -447,7 +449,7 @@ def real_cluster(kubeconfig: str, down: bool) -> int:
                     "-n", ns, "--create-namespace", "--wait", "--timeout", "5m", *sets], env=env, check=True)
     kube = ExistingKube(kubeconfig)
     detail(kube.kubectl("get", "deploy,svc,mutatingwebhookconfiguration", "-n", ns).stdout)
-    detail(kube.kubectl("get", "crd", "mlflowauthbindings.mlflow-secrets-auth.io").stdout)
+    detail(kube.kubectl("get", "crd", CRD_NAME).stdout)
     say("Next: apply a binding (README, docs/providers/) and label a pod "
         "mlflow-secrets-auth/inject=true; `make demo-down` uninstalls the release")
     return 0

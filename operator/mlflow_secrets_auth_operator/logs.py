@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict
 from typing import Dict, Iterable, Optional, Set
 
+from mlflow_secrets_auth import rfc3339
+
 REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 4   # shorter values are not worth redacting (and would mangle every line)
 
@@ -135,10 +137,10 @@ def configure(log_format: str, level: str, redactor: Redactor, stream=None) -> l
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%SZ")
+            datefmt=rfc3339.FORMAT)
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                      datefmt="%Y-%m-%dT%H:%M:%SZ")
+                                      datefmt=rfc3339.FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(redactor))

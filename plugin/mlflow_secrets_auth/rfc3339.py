@@ -10,6 +10,9 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Optional, Union
 
+#: ``time.strftime`` / ``logging.Formatter.datefmt`` format of what :func:`rfc3339` writes (UTC).
+FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
@@ -22,7 +25,7 @@ def rfc3339(when: Union[datetime, float]) -> str:
         when = datetime.fromtimestamp(when, timezone.utc)
     elif when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(timezone.utc).strftime(FORMAT)
 
 
 def parse_datetime(text: str) -> datetime:

@@ -28,6 +28,7 @@ import pytest
 
 from mlflow_secrets_auth.rfc3339 import parse_rfc3339
 from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
+from mlflow_secrets_auth_operator import jwt_claims
 from dev.stack import pod_client
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
@@ -46,8 +47,7 @@ pytestmark = pytest.mark.timeout(1500)
 
 # --- the pieces ---------------------------------------------------------------------------------
 def claims(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return dict(jwt_claims.claims(token) or {})
 
 
 def new_client(keycloak, namespace: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_secrets_auth_api import ANNOTATION_SYNC, API_VERSION, KIND
 from dev.stack import pod_client
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.test_stack_node import node  # noqa: F401 - the module-scoped node fixture
@@ -145,7 +146,7 @@ class Team:
         self.bao.client().secrets.kv.v2.create_or_update_secret(
             path=self.path, secret={"username": user[0], "password": user[1]}, mount_point="secret")
         self.kubectl("annotate", "mab", "mlflow", "-n", self.ns, "--overwrite",
-                     f"mlflow-secrets-auth.io/sync-requested={written}")
+                     f"{ANNOTATION_SYNC}={written}")
         return written
 
     def setup(self) -> None:
@@ -166,7 +167,7 @@ class Team:
             path=self.path, secret={"username": first[0], "password": first[1]},
             mount_point="secret")
         binding = {
-            "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": "mlflow", "namespace": self.ns},
             "spec": {"provider": {"vault": {"address": self.bao.addr, "path": self.path,
                                             "kvVersion": "2",

@@ -12,6 +12,7 @@ from mlflow_secrets_auth_operator import loop
 from mlflow_secrets_auth_operator.builders import Outcome
 from mlflow_secrets_auth_operator.logs import Redactor, configure
 from mlflow_secrets_auth_operator.settings import Settings
+from mlflow_secrets_auth.rfc3339 import rfc3339
 from mlflow_secrets_auth_api import ANNOTATION_SYNC
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import binding, context
@@ -53,7 +54,7 @@ def test_a_fresh_status_delays_the_first_sync_after_a_restart():
     ctx = context()
     now = ctx.clock()
     status = {"conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": 1,
-              "nextRefreshTime": (now + timedelta(seconds=120)).isoformat()}
+              "nextRefreshTime": rfc3339(now + timedelta(seconds=120))}
     assert loop.initial_delay(binding({}, status=status), now) == pytest.approx(120)
     stale = binding({}, generation=2, status=status)
     assert loop.initial_delay(stale, now) == 0
