@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 ## test: everything CI runs: lint, unit and end-to-end tests (installs what it needs, cached)
 test: venv
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests dev
 
 test-unit: venv
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit dev
 
 test-e2e: venv
 	$(BIN)/python -m pytest tests/e2e
@@ -38,8 +38,8 @@ stack-down: venv
 
 ## generate: the chart's CRD copy and the generated reference docs (after editing crds/ or values.yaml)
 generate: venv
-	$(BIN)/python dev/gen_chart_crds.py
-	$(BIN)/python dev/gen_docs.py
+	$(BIN)/python dev/generate/chart_crds.py
+	$(BIN)/python dev/generate/docs.py
 
 ## demo: the whole system on the local stack (as root: on the real node, the chart via helm); an MLflow run logged through an injected, rotated credential
 demo: venv

@@ -31,67 +31,17 @@ import textwrap
 import time
 from pathlib import Path
 
+from mlflow_secrets_auth_api import ANNOTATION_SYNC, API_VERSION, CRD_NAME, KIND
+
+from dev.stack import pod_client
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ["kube", "openbao", "mlflow-basic", "operator", "webhook"]
 NODE_COMPONENTS = ["kube", "node", "openbao", "mlflow-basic"]
 CHART_NAMESPACE = "mlflow-secrets-auth"
 REFRESH = "15s"
 
-CLIENT = r"""
-import json, os, signal, time
-from mlflow import MlflowClient
-import mlflow_secrets_auth
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-client = MlflowClient()
-run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
-                        run_name="injected-credential")
-print(json.dumps({"event": "started", "run_id": run.info.run_id,
-                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
-step = 0
-while not stop:
-    try:
-        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
-        print(json.dumps({"event": "logged", "step": step}), flush=True)
-    except Exception as exc:
-        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
-    step += 1
-    time.sleep(0.25)
-client.set_terminated(run.info.run_id)
-print(json.dumps({"event": "done", "steps": step}), flush=True)
-"""
-
-
-# On the node: the same client, which also reports the user name the Basic header of each request
-# carried (never the password), read back through the API (pod logs).
-NODE_CLIENT = r"""
-import base64, json, os, signal, time
-import requests
-send = requests.Session.send
-last = {}
-def recording_send(self, request, **kw):
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Basic "):
-        last["user"] = base64.b64decode(header[6:]).decode().split(":", 1)[0]
-    return send(self, request, **kw)
-requests.Session.send = recording_send
-from mlflow import MlflowClient
-import mlflow_secrets_auth
-client = MlflowClient()
-run = client.create_run(client.get_experiment_by_name(os.environ["EXPERIMENT"]).experiment_id,
-                        run_name="injected-credential")
-print(json.dumps({"event": "started", "run_id": run.info.run_id, "user": last.get("user"),
-                  "plugin": mlflow_secrets_auth.__file__}), flush=True)
-step = 0
-while True:
-    try:
-        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
-        print(json.dumps({"event": "logged", "step": step, "user": last.get("user")}), flush=True)
-    except Exception as exc:
-        print(json.dumps({"event": "error", "step": step, "error": repr(exc)[:200]}), flush=True)
-    step += 1
-    time.sleep(0.25)
-"""
+CLIENT = pod_client.script()  # the in-pod MLflow client (dev/stack/pod_client.py)
 
 
 def say(text: str) -> None:
@@ -167,8 +117,8 @@ def setup_team(stack: Stack, ns: str) -> tuple[tuple[str, str], tuple[str, str],
 
 def binding_yaml(stack: Stack, ns: str) -> str:
     return textwrap.dedent(f"""\
-        apiVersion: mlflow-secrets-auth.io/v1alpha1
-        kind: MlflowAuthBinding
+        apiVersion: {API_VERSION}
+        kind: {KIND}
         metadata:
           name: mlflow
           namespace: {ns}
@@ -339,7 +289,7 @@ def node_pod_manifest(stack: Stack, ns: str, experiment: str) -> dict:
                                          "seccompProfile": {"type": "RuntimeDefault"}},
                      "containers": [{
                          "name": "train", "image": stack.node["images"]["client"],
-                         "imagePullPolicy": "Never", "command": ["python", "-c", NODE_CLIENT],
+                         "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
                          "env": [{"name": "EXPERIMENT", "value": experiment},
                                  {"name": "HOME", "value": "/tmp"}],
                          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -429,7 +379,7 @@ def run_scenario_node() -> int:
             path=f"teams/{ns}/mlflow", secret={"username": bob[0], "password": bob[1]},
             mount_point="secret")
         kubectl(stack, "annotate", "mab", "mlflow", "-n", ns, "--overwrite",
-                f"mlflow-secrets-auth.io/sync-requested={rotated_at}")
+                f"{ANNOTATION_SYNC}={rotated_at}")
         wait_for(lambda: secret_data(stack, ns).get("username") == bob[0], 90,
                  "the operator to write the new credential")
         detail(f"Secret updated {time.time() - rotated_at:.1f}s after the write in OpenBao")
@@ -499,7 +449,7 @@ def real_cluster(kubeconfig: str, down: bool) -> int:
                     "-n", ns, "--create-namespace", "--wait", "--timeout", "5m", *sets], env=env, check=True)
     kube = ExistingKube(kubeconfig)
     detail(kube.kubectl("get", "deploy,svc,mutatingwebhookconfiguration", "-n", ns).stdout)
-    detail(kube.kubectl("get", "crd", "mlflowauthbindings.mlflow-secrets-auth.io").stdout)
+    detail(kube.kubectl("get", "crd", CRD_NAME).stdout)
     say("Next: apply a binding (README, docs/providers/) and label a pod "
         "mlflow-secrets-auth/inject=true; `make demo-down` uninstalls the release")
     return 0

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dev.stack._proc import StackError, cache_dir
+from dev.stack.proc import StackError, cache_dir
 
 HELM_VERSION = "v3.22.0"
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm"

@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 
 PAYLOAD_IMAGE_PATH = "/opt/mlflow-secrets-auth/payload"
 

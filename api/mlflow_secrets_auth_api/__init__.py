@@ -9,6 +9,8 @@ from .binding import (  # noqa: F401
     VERSION,
     KIND,
     PLURAL,
+    API_VERSION,
+    CRD_NAME,
     ANNOTATION_BINDING,
     ANNOTATION_INJECTED,
     ANNOTATION_SYNC,

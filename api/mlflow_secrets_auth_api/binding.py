@@ -18,6 +18,8 @@ GROUP = "mlflow-secrets-auth.io"
 VERSION = "v1alpha1"
 KIND = "MlflowAuthBinding"
 PLURAL = "mlflowauthbindings"
+API_VERSION = f"{GROUP}/{VERSION}"  # a binding's apiVersion
+CRD_NAME = f"{PLURAL}.{GROUP}"       # the CustomResourceDefinition's metadata.name
 
 # Pod-side names (the pod contract in docs/architecture.md).
 LABEL_INJECT = "mlflow-secrets-auth/inject"          # pod label, value "true"

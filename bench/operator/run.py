@@ -34,12 +34,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, free_port, http_ok, wait_until
+from mlflow_secrets_auth_api import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from dev.stack.proc import ManagedProcess, free_port, http_ok, wait_until
 from dev.stack.kube import LocalKube
 from dev.stack.openbao import OpenBao
+from dev.stack.project import CRD
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindings"
 NAMESPACE = "bench"
 
 
@@ -171,8 +172,8 @@ def run_design(args, pythonpath: Path | None) -> dict:
         bao.start(run_dir / "bao")
         if args.auth == "kubernetes":
             bao.enable_kubernetes_auth(kube)
-        kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "mlflowauthbindings.yaml"))
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+        kube.kubectl("apply", "--server-side", "-f", str(CRD))
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
         api = kube.api_client()
         api.configuration.connection_pool_maxsize = 16
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -221,7 +222,7 @@ def run_design(args, pythonpath: Path | None) -> dict:
 
         def create(i: int) -> None:
             custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
+                "apiVersion": API_VERSION, "kind": KIND,
                 "metadata": {"name": f"b{i}"},
                 "spec": {"provider": {"vault": {"address": bao.addr, "path": f"bench/b{i}",
                                                 "auth": auth}},

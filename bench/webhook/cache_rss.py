@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from dev.stack._proc import ManagedProcess, free_port, wait_until
+from dev.stack.proc import ManagedProcess, free_port, wait_until
 from dev.stack.kube import LocalKube
 from mlflow_secrets_auth_api import GROUP, KIND, PLURAL, VERSION
 from mlflow_secrets_auth_webhook.tls import issue_ca, issue_serving_cert, utcnow, write_atomically

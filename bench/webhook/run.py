@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from dev.stack._proc import ManagedProcess, free_port, wait_until
+from dev.stack.proc import ManagedProcess, free_port, wait_until
 from mlflow_secrets_auth_webhook.tls import issue_ca, issue_serving_cert, utcnow, write_atomically
 
 ROOT = Path(__file__).resolve().parents[2]

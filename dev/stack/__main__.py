@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dev.stack._proc import StackError, cache_dir
+from mlflow_secrets_auth.rfc3339 import rfc3339
+
+from dev.stack.proc import StackError, cache_dir
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
 from dev.stack.aws import MotoServer
@@ -153,7 +155,7 @@ def _record(component: Any, run_dir: Path) -> dict[str, Any]:
     info = component.info() if hasattr(component, "info") else {}
     return {
         "run_dir": str(run_dir),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started_at": rfc3339(time.time()),
         "processes": [{"name": p.name, "pid": p.pid, "argv0": str(p.argv[0]), "log": str(p.log_path)}
                       for p in component.processes],
         "info": info,

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dev.stack._proc import StackError, cache_dir
+from dev.stack.proc import StackError, cache_dir
 
 # The plugin that copies one artifact by coordinates (pinned: resolved once, then cached in ~/.m2).
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"

@@ -32,7 +32,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from dev.stack._proc import (ManagedProcess, StackError, cache_dir, free_port, http_ok,
+from dev.stack.proc import (ManagedProcess, StackError, cache_dir, free_port, http_ok,
                              wait_until)
 
 DEFAULT_CUSTOM_HEADER = "X-MLflow-Auth"

@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
+from dev.stack.proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
 
 START_TIMEOUT = 90.0
 # moto accepts any key pair when IAM is not enforced; these are obviously fake.

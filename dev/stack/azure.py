@@ -27,7 +27,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import (OneProcess, ManagedProcess, StackError, cache_dir, free_port, http_ok,
+from dev.stack.proc import (OneProcess, ManagedProcess, StackError, cache_dir, free_port, http_ok,
                              require_tool, wait_until)
 
 VERSION = os.environ.get("MSA_LOWKEY_VERSION", "3.4.33")  # the newest 3.x: Spring Boot 3.5, Java 17

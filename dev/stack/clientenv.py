@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dev.stack._proc import StackError, cache_dir
+from dev.stack.proc import StackError, cache_dir
 
 INSTALL_TIMEOUT = 900
 

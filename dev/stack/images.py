@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dev.stack._proc import StackError, cache_dir
+from dev.stack.proc import StackError, cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_VERSION = "1"  # bump to force a rebuild of every image

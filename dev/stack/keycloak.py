@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from dev.stack._proc import (ManagedProcess, StackError, cache_dir, free_port, http_ok,
+from dev.stack.proc import (ManagedProcess, StackError, cache_dir, free_port, http_ok,
                              require_tool, wait_until)
 
 VERSION = os.environ.get("MSA_KEYCLOAK_VERSION", "25.0.6")

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
+from dev.stack.proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
 from dev.stack.kube_pki import SERVICE_CIDR, issue_cert, write_kubeconfig, write_pki
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "k8s"

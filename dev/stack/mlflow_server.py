@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, wait_until
+from dev.stack.proc import ManagedProcess, OneProcess, StackError, free_port, wait_until
 
 # MLflow's import alone takes ~10 s on two busy cores; the auth app also migrates its database.
 START_TIMEOUT = float(os.environ.get("MSA_MLFLOW_START_TIMEOUT", "420"))

@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
+from dev.stack.proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
 from dev.stack.images import Images, mlflow_version, require_debian_tools, require_root
 from dev.stack.kube import LocalKube
 from dev.stack.kube_pki import SERVICE_CIDR, issue_cert, write_client_kubeconfig

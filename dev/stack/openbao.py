@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from dev.stack._proc import ManagedProcess, StackError, free_port, http_ok, wait_until
+from dev.stack.proc import ManagedProcess, StackError, free_port, http_ok, wait_until
 from dev.stack.kube import venv_tool
 
 if TYPE_CHECKING:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dev.stack._proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
+from mlflow_secrets_auth_api import CRD_NAME
+
+from dev.stack.proc import ManagedProcess, OneProcess, StackError, free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "mlflowauthbindings.yaml"
@@ -49,7 +51,7 @@ class OperatorComponent(OneProcess):
         _require_kube(self.kube, "operator")
         self.kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
         self.kube.kubectl("wait", "--for=condition=Established",
-                          "crd/mlflowauthbindings.mlflow-secrets-auth.io", "--timeout=60s")
+                          f"crd/{CRD_NAME}", "--timeout=60s")
         self.metrics_port, self.health_port = free_port(), free_port()
         env = {"KUBECONFIG": str(self.kube.kubeconfig), "MSA_METRICS_ADDRESS": "127.0.0.1",
                "MSA_METRICS_PORT": str(self.metrics_port), "MSA_HEALTH_ADDRESS": "127.0.0.1",

@@ -5,10 +5,13 @@ Nothing here talks to the API; ``kube`` applies what these return.
 from __future__ import annotations
 
 import base64
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Dict, Mapping, Optional
 
+from mlflow_secrets_auth.rfc3339 import parse_optional as parse_time
+from mlflow_secrets_auth.rfc3339 import rfc3339
 from mlflow_secrets_auth_api.binding import (GROUP, KIND, LABEL_BINDING, LABEL_MANAGED_BY,
                                              MANAGED_BY, SECRET_TYPE, VERSION, secret_name_for)
 
@@ -79,19 +82,6 @@ def secret_needs_write(existing: Optional[Mapping], desired: Mapping) -> bool:
             or (want["ownerReferences"][0]["uid"], True) not in owners)
 
 
-# --- times ---------------------------------------------------------------------------------------
-def _parse(text: Optional[str]) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-parse_time = _parse
-
-
 # --- schedule -----------------------------------------------------------------------------------
 Random = Callable[[], float]
 
@@ -118,3 +108,25 @@ def retry_after_failure(now: datetime, failures: int, *, base: float, cap: float
     if expires_at is not None and expires_at > now:
         delay = min(delay, max((expires_at - now).total_seconds() / 4, 1.0))
     return now + timedelta(seconds=max(delay, 0.5))
+
+
+def refresh_time(issued_at: datetime, expires_at: Optional[datetime], *,
+                 rng: Random = random.random, fraction: float = 2 / 3, jitter: float = 0.05,
+                 min_lead: timedelta = timedelta(seconds=5)) -> Optional[datetime]:
+    """When to mint the next token: ``issued_at`` + about two thirds of the lifetime.
+
+    The fraction is drawn uniformly from ``fraction +- jitter`` (so many bindings on one issuer do
+    not refresh in lockstep), and the result is kept at least ``min_lead`` before the expiry.
+    None when the expiry is unknown (the binding's refresh interval decides then).
+    """
+    if expires_at is None:
+        return None
+    lifetime = (expires_at - issued_at).total_seconds()
+    if lifetime <= 0:
+        return issued_at
+    share = min(max(fraction + jitter * (2 * rng() - 1), 0.0), 1.0)
+    at = issued_at + timedelta(seconds=lifetime * share)
+    latest = expires_at - min_lead
+    if at > latest:
+        at = max(issued_at, latest)
+    return at

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Dict, Mapping, Optional, Union
 
 from mlflow_secrets_auth.credentials import is_header_value
 from mlflow_secrets_auth_providers import InvalidSecretFormat, SecretValue
+from mlflow_secrets_auth.rfc3339 import parse_datetime, rfc3339
 from mlflow_secrets_auth_api.binding import Credential
 
+from .jwt_claims import jwt_exp
+
 Fields = Dict[str, str]
-
-
-def rfc3339(when: datetime) -> str:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def secret_text(content: Union[str, bytes], binary_encoding: str = "utf8") -> str:
@@ -88,7 +85,7 @@ def credential_fields(value: SecretValue, cred: Credential) -> Fields:
         fields = token_fields(token, cred)
     if value.expires_at is not None:
         fields["expires-at"] = rfc3339(value.expires_at)
-    elif "token" in fields and (exp := jwt_expiry(fields["token"])) is not None:
+    elif "token" in fields and (exp := jwt_exp(fields["token"])) is not None:
         fields["expires-at"] = rfc3339(exp)
     return fields
 
@@ -109,23 +106,8 @@ def token_fields(token: str, cred: Credential, expires_at: Optional[datetime] = 
     return fields
 
 
-def jwt_expiry(token: str) -> Optional[datetime]:
-    """The ``exp`` of a JWT-shaped token (unverified: it only schedules refreshes), else None."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        exp = payload.get("exp") if isinstance(payload, dict) else None
-        if isinstance(exp, (int, float)) and not isinstance(exp, bool) and 0 < exp < 1e11:
-            return datetime.fromtimestamp(exp, timezone.utc)
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
 def expires_at_of(fields: Mapping[str, str]) -> Optional[datetime]:
     text = fields.get("expires-at")
     if not text:
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_datetime(text)

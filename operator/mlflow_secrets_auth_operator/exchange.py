@@ -21,18 +21,22 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
+from mlflow_secrets_auth.rfc3339 import parse_optional, rfc3339
 from mlflow_secrets_auth_api.binding import OAuth2ClientCredentials
 from mlflow_secrets_auth_redaction import scrub as redact
+
+from .files import ca_file
+from .jwt_claims import jwt_exp
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,6 @@ class AccessToken:
     @property
     def lifetime(self) -> Optional[timedelta]:
         return None if self.expires_at is None else self.expires_at - self.issued_at
-
-
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # --- errors: each maps to a Ready condition reason ----------------------------------------------
@@ -192,22 +192,6 @@ def build_token_request(creds: ClientCredentials,
 
 
 # --- pure: outputs ------------------------------------------------------------------------------
-def jwt_exp(token: str) -> Optional[datetime]:
-    """The ``exp`` claim of a JWT, read without verifying the signature (None if not a JWT)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-        exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
-            return None
-        return datetime.fromtimestamp(exp, timezone.utc)
-    except (ValueError, KeyError, TypeError, OverflowError, OSError):
-        return None
-
-
 def parse_token_response(status: int, body: bytes, issued_at: datetime,
                          creds: Optional[ClientCredentials] = None,
                          endpoint: str = "the token endpoint") -> AccessToken:
@@ -296,28 +280,6 @@ def classify_error(status: int, doc: object, creds: Optional[ClientCredentials] 
 
 
 # --- pure: timing -------------------------------------------------------------------------------
-def refresh_time(issued_at: datetime, expires_at: Optional[datetime], *,
-                 rng: Random = random.random, fraction: float = 2 / 3, jitter: float = 0.05,
-                 min_lead: timedelta = timedelta(seconds=5)) -> Optional[datetime]:
-    """When to mint the next token: ``issued_at`` + about two thirds of the lifetime.
-
-    The fraction is drawn uniformly from ``fraction +- jitter`` (so many bindings on one issuer do
-    not refresh in lockstep), and the result is kept at least ``min_lead`` before the expiry.
-    None when the expiry is unknown (the binding's refresh interval decides then).
-    """
-    if expires_at is None:
-        return None
-    lifetime = (expires_at - issued_at).total_seconds()
-    if lifetime <= 0:
-        return issued_at
-    share = min(max(fraction + jitter * (2 * rng() - 1), 0.0), 1.0)
-    at = issued_at + timedelta(seconds=lifetime * share)
-    latest = expires_at - min_lead
-    if at > latest:
-        at = max(issued_at, latest)
-    return at
-
-
 # --- HTTP ---------------------------------------------------------------------------------------
 class TokenClient:
     """Mints tokens over HTTP. Holds the discovery cache and the CA files; no other state.
@@ -348,17 +310,10 @@ class TokenClient:
         if "-----BEGIN CERTIFICATE-----" not in ca_cert:
             raise InvalidExchangeConfig(f"{FIELD}.caCert is not a PEM certificate (it must "
                                         f"contain -----BEGIN CERTIFICATE-----)")
-        digest = hashlib.sha256(ca_cert.encode()).hexdigest()[:16]
         with self._lock:
             if self._ca_dir is None:
                 self._ca_dir = tempfile.TemporaryDirectory(prefix="msa-oauth2-ca-")
-            path = os.path.join(self._ca_dir.name, f"{digest}.pem")
-            if not os.path.exists(path):
-                tmp = path + ".tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(ca_cert if ca_cert.endswith("\n") else ca_cert + "\n")
-                os.replace(tmp, path)
-        return path
+            return ca_file(ca_cert, Path(self._ca_dir.name))
 
     def close(self) -> None:
         with self._lock:

@@ -6,8 +6,6 @@ policy installed, an older policy, a binding created before the policy).
 """
 from __future__ import annotations
 
-import base64
-import json
 from typing import Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -71,18 +69,3 @@ def check_namespace(namespace: str, refused: Iterable[str]) -> None:
             f"a system namespace, chart value operator.refusedNamespaces); create the binding in "
             f"a team namespace"))
 
-
-def audiences_of_jwt(token: str) -> Tuple[str, ...]:
-    """The ``aud`` claim of a JWT, unverified (the operator's own ServiceAccount token: its
-    audiences are the API server's)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return ()
-    aud = claims.get("aud") if isinstance(claims, dict) else None
-    if isinstance(aud, str):
-        return (aud,)
-    if isinstance(aud, list):
-        return tuple(a for a in aud if isinstance(a, str))
-    return ()

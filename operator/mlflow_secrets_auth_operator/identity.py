@@ -8,8 +8,6 @@ the binding's namespace.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from mlflow_secrets_auth_api.binding import MlflowAuthBinding, SecretKeyRef
 
 from . import deadline, guard
 from .errors import SyncError
+from .files import ca_file
 from .settings import Settings
 
 
@@ -139,14 +138,7 @@ def ca_bundle(pem: Optional[str], directory: Path, field: str) -> Optional[str]:
         return None
     if "-----BEGIN CERTIFICATE-----" not in pem:
         raise SyncError("InvalidSpec", f"{field} is not a PEM certificate bundle")
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / (hashlib.sha256(pem.encode()).hexdigest()[:32] + ".pem")
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=directory)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(pem)
-        os.replace(tmp, path)
-    return str(path)
+    return ca_file(pem, directory)
 
 
 def provider_call(binding: MlflowAuthBinding, kube: KubePort, settings: Settings, fetchers,

@@ -16,9 +16,9 @@ from typing import Dict, Iterable, Mapping, Optional
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from mlflow_secrets_auth.rfc3339 import rfc3339
 from mlflow_secrets_auth_api.binding import GROUP, KIND, PLURAL, VERSION
 
-from .credential import rfc3339
 
 log = logging.getLogger(__name__)
 COMPONENT = "mlflow-secrets-auth-operator"

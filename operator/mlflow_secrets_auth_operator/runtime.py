@@ -11,6 +11,8 @@ from typing import Optional
 
 import kopf
 
+from mlflow_secrets_auth_api import GROUP
+
 from .kube import KubeApi, api_client
 from .logs import Redactor
 from .loop import NamespaceLimiter, PeeringGate, Scheduler
@@ -22,7 +24,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 # the finalizer of versions with a daemon per binding: no handler needs it now, so kopf removes
 # it from every binding it still blocks (deleting them after an upgrade is not held up)
-FINALIZER = "mlflow-secrets-auth.io/operator"
+FINALIZER = f"{GROUP}/operator"
 LIST_CHUNK = 500       # objects per page of kopf's initial list (kopf's default: all in one)
 KOPF_CONNECTIONS = 20  # kopf's own API connections (watches, finalizer patches); kopf's default: no limit
 
@@ -50,9 +52,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False              # we post our own Events, on transitions only
     settings.persistence.finalizer = FINALIZER     # the old one, so that kopf removes it
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="mlflow-secrets-auth.io")
+        prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mlflow-secrets-auth.io", key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.idle_timeout = 1.0  # kopf's per-object worker task ends 1 s after an event
@@ -127,14 +129,14 @@ def with_api_audiences(settings: Settings, kube, token_file: Path = SERVICE_ACCO
     discovery (the default of --api-audiences), and the audiences of the operator's own
     ServiceAccount token (the kubelet requests it for exactly the API server's audiences).
     Bindings naming any of them are refused (guard.check_audience)."""
-    from .guard import audiences_of_jwt
+    from .jwt_claims import audiences
 
     learned = list(settings.api_audiences)
     issuer = kube.service_account_issuer()
     if issuer:
         learned.append(issuer)
     try:
-        learned.extend(audiences_of_jwt(token_file.read_text().strip()))
+        learned.extend(audiences(token_file.read_text().strip()))
     except OSError:
         pass  # not in a pod (a kubeconfig): discovery and the configured list must do
     if not learned:

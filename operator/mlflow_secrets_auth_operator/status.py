@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Dict, Optional, Tuple
 
+from mlflow_secrets_auth.rfc3339 import parse_optional as parse_time
+from mlflow_secrets_auth.rfc3339 import rfc3339
 from mlflow_secrets_auth_api.binding import (MIN_REFRESH_SECONDS, BindingStatus, Condition,
                                              parse_duration, secret_name_for)
 
-from .builders import READY, SYNCED, Outcome, next_refresh, parse_time, retry_after_failure
-from .credential import rfc3339
-from .exchange import refresh_time
+from .builders import (READY, SYNCED, Outcome, next_refresh, refresh_time,
+                       retry_after_failure)
 
 HOLDING = "TokenRefreshRetrying"   # Ready while a valid minted token outlives an outage
 INVALID_INTERVAL = "InvalidSpec"

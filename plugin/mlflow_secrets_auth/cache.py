@@ -21,6 +21,7 @@ import weakref
 from typing import Callable, Optional, Set, Tuple
 
 from .credentials import Credential, CredentialError
+from .rfc3339 import rfc3339
 from .sources import UNCHANGED
 
 logger = logging.getLogger("mlflow_secrets_auth")
@@ -164,5 +165,5 @@ class CredentialCache:
                 "rotated; requests will likely be refused. Check the MlflowAuthBinding's status "
                 "(kubectl get mab) or the secret manager",
                 self.source.describe(),
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cred.expires_at)),
+                rfc3339(cred.expires_at),
             )

@@ -21,6 +21,7 @@ from . import DEFAULT_DIR, DIR_ENV, NAME, __version__, resolve_mode
 from .allowlist import (ALLOWED_HOSTS_ENV, HOW_TO_WRITE, TRACKING_URI_ENV, Allowlist,
                         host_port_of)
 from .credentials import CONTRACT_FILES, Credential, CredentialError, snapshot_dir
+from .rfc3339 import rfc3339
 
 SEARCH_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
@@ -50,7 +51,7 @@ class Report:
 def _fmt_time(ts: Optional[float]) -> str:
     if ts is None:
         return "unknown"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return rfc3339(ts)
 
 
 def _describe_credential(cred: Credential) -> str:

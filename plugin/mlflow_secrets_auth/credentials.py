@@ -13,20 +13,15 @@ import base64
 import json
 import os
 import re
-from datetime import datetime, timedelta, timezone
 from typing import Optional
+
+from .rfc3339 import parse_rfc3339
 
 #: The files of the pod contract, in the order the plugin reads them.
 CONTRACT_FILES = ("header-name", "header-value", "token", "username", "password", "expires-at")
 
 #: kubelet's AtomicWriter points this symlink at the current timestamped snapshot directory.
 DATA_LINK = "..data"
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
-)
-
 
 class CredentialError(Exception):
     """The credential cannot be built; the message says what is wrong and how to fix it."""
@@ -64,23 +59,6 @@ class Credential:
             self.kind,
             self.expires_at,
         )
-
-
-def parse_rfc3339(text: str) -> float:
-    """RFC 3339 timestamp to POSIX seconds (``Z`` or an offset required; any fraction length)."""
-    m = _RFC3339.match(text.strip())
-    if not m:
-        raise ValueError("not an RFC 3339 timestamp with a zone (e.g. 2030-01-01T00:00:00Z)")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    fraction = m.group(7)
-    micro = int((fraction + "000000")[:6]) if fraction else 0
-    if m.group(8):
-        tz = timezone.utc
-    else:
-        delta = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-        tz = timezone(delta if m.group(9) == "+" else -delta)
-    second = min(second, 59)  # a leap second is read as the second before it
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).timestamp()
 
 
 def basic_value(username: str, password: str) -> str:

@@ -24,6 +24,8 @@ import time
 from collections import OrderedDict
 from typing import Dict, Hashable, Iterable, Optional, Set
 
+from mlflow_secrets_auth import rfc3339  # the one RFC 3339 format (stdlib only)
+
 #: What replaces a secret, in log lines and in messages built from a server's answer.
 REDACTED = "<redacted>"
 #: Shorter values are not worth redacting (and would mangle every line).
@@ -237,10 +239,10 @@ def configure(log_format: str, level: str, redactor: Redactor, stream=None,
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%SZ")
+            datefmt=rfc3339.FORMAT)
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                      datefmt="%Y-%m-%dT%H:%M:%SZ")
+                                      datefmt=rfc3339.FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(redactor))

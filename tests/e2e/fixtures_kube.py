@@ -17,7 +17,7 @@ import secrets
 
 import pytest
 
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 from dev.stack.kube import ExistingKube, KubeAccess, LocalKube
 from dev.stack.openbao import OpenBao
 

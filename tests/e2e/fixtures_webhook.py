@@ -26,7 +26,7 @@ import pytest
 
 from dev.helm import webhook_configuration as from_chart
 from dev.kubelet import atomic_write_dir
-from dev.stack._proc import ManagedProcess, free_port, wait_until
+from dev.stack.proc import ManagedProcess, free_port, wait_until
 from mlflow_secrets_auth_webhook.tls import KeyPair, fingerprint, issue_ca, issue_serving_cert, utcnow
 from tests.e2e.fixtures_operator import apply_crd
 from tests.e2e.waiting import wait_for

@@ -24,12 +24,12 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from mlflow_secrets_auth_api import API_VERSION, CRD_NAME, KIND
 from dev.helm import ensure_helm
-from dev.stack._proc import ManagedProcess, free_port
+from dev.stack.proc import ManagedProcess, free_port
 from tests.e2e.waiting import wait_for
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
-CRD = "mlflowauthbindings.mlflow-secrets-auth.io"
 
 
 def _chart_crd_names() -> list[str]:
@@ -105,7 +105,8 @@ def release(kube):
 
 
 def test_helm_install_creates_the_crd_and_both_components(release):
-    crd = wait_for(lambda: next((c for c in release.get("crd", CRD)["status"].get("conditions", [])
+    crd = wait_for(lambda: next((c for c in release.get("crd", CRD_NAME)["status"]
+                                 .get("conditions", [])
                                  if c["type"] == "Established" and c["status"] == "True"), None),
                    timeout=30, message="the CRD to be established")
     assert crd
@@ -143,9 +144,9 @@ def test_webhook_configuration_has_the_ca_bundle_that_signed_the_serving_certifi
 
 
 @pytest.mark.parametrize("verb, resource, extra", [
-    ("list", "mlflowauthbindings.mlflow-secrets-auth.io", ["--all-namespaces"]),
-    ("watch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
-    ("get", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("list", CRD_NAME, ["--all-namespaces"]),
+    ("watch", CRD_NAME, ["-n", "team-a"]),
+    ("get", CRD_NAME, ["-n", "team-a"]),
 ])
 def test_webhook_service_account_can_read_bindings(release, verb, resource, extra):
     assert release.can(release.webhook_sa, verb, resource, *extra)
@@ -154,8 +155,8 @@ def test_webhook_service_account_can_read_bindings(release, verb, resource, extr
 @pytest.mark.parametrize("verb, resource, extra", [
     ("get", "secrets", ["-n", "team-a"]),
     ("list", "secrets", ["--all-namespaces"]),
-    ("create", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
-    ("patch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("create", CRD_NAME, ["-n", "team-a"]),
+    ("patch", CRD_NAME, ["-n", "team-a"]),
     ("list", "pods", ["-n", "team-a"]),
     ("get", "configmaps", ["-n", "team-a"]),
     ("create", "serviceaccounts", ["-n", "team-a", "--subresource=token"]),
@@ -166,8 +167,8 @@ def test_webhook_service_account_cannot_do_anything_else(release, verb, resource
 
 
 @pytest.mark.parametrize("verb, resource, extra", [
-    ("watch", "mlflowauthbindings.mlflow-secrets-auth.io", ["--all-namespaces"]),
-    ("patch", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a", "--subresource=status"]),
+    ("watch", CRD_NAME, ["--all-namespaces"]),
+    ("patch", CRD_NAME, ["-n", "team-a", "--subresource=status"]),
     ("create", "secrets", ["-n", "team-a"]),
     ("update", "secrets", ["-n", "team-a"]),
     ("get", "secrets", ["-n", "team-a"]),
@@ -191,7 +192,7 @@ def test_operator_service_account_can_do_its_job(release, verb, resource, extra)
     ("create", "pods", ["-n", "team-a", "--subresource=exec"]),
     ("get", "configmaps", ["-n", "team-a"]),
     ("patch", "serviceaccounts", ["-n", "team-a"]),
-    ("create", "mlflowauthbindings.mlflow-secrets-auth.io", ["-n", "team-a"]),
+    ("create", CRD_NAME, ["-n", "team-a"]),
     ("patch", "mutatingwebhookconfigurations", []),
     ("create", "clusterrolebindings", []),
     ("impersonate", "serviceaccounts", ["-n", "team-a"]),
@@ -218,7 +219,7 @@ def test_uninstall_removes_the_webhook_configuration_and_keeps_the_crd(kube):
         rel.helm("uninstall", rel.name, "--namespace", rel.namespace, "--timeout", "1m")
         gone = kube.kubectl("get", "mutatingwebhookconfiguration", rel.fullname, check=False)
         assert gone.returncode != 0 and "NotFound" in gone.stderr
-        assert rel.get("crd", CRD)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert rel.get("crd", CRD_NAME)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     finally:
         _cleanup(rel)
 
@@ -406,7 +407,7 @@ def test_chart_operator_runs_as_deployed_and_syncs_bindings_with_only_its_rbac(r
         for name, auth in (("by-sa", {"kubernetes": {"role": f"role-{team}", "serviceAccountName": "mlflow-reader"}}),
                            ("by-token", {"token": {"secretRef": {"name": "vault-token", "key": "token"}}})):
             kube.kubectl("apply", "-f", "-", input=json.dumps({
-                "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+                "apiVersion": API_VERSION, "kind": KIND,
                 "metadata": {"name": name, "namespace": team},
                 "spec": {"provider": {"vault": {**vault, "auth": auth}}, "credential": {"type": "basic"}}}))
 

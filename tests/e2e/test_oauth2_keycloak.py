@@ -26,6 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_secrets_auth.rfc3339 import parse_rfc3339
+from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
+from mlflow_secrets_auth_operator import jwt_claims
+from dev.stack import pod_client
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
@@ -43,8 +47,7 @@ pytestmark = pytest.mark.timeout(1500)
 
 # --- the pieces ---------------------------------------------------------------------------------
 def claims(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return dict(jwt_claims.claims(token) or {})
 
 
 def new_client(keycloak, namespace: str) -> tuple[str, str]:
@@ -88,32 +91,8 @@ def binding_spec(openbao, keycloak, mlflow_front, namespace: str, path: str, **e
     }
 
 
-WORKLOAD = r"""
-import json, os, signal, time
-import mlflow
-import mlflow_secrets_auth
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-say = lambda **kw: print(json.dumps(kw), flush=True)
-mlflow.set_experiment(os.environ["EXPERIMENT"])
-say(event="started", pid=os.getpid(), plugin=mlflow_secrets_auth.__file__,
-    tracking_auth=os.environ.get("MLFLOW_TRACKING_AUTH"))
-n = 0
-while not stop:
-    try:
-        with mlflow.start_run():
-            mlflow.log_param("i", n)
-            mlflow.log_metric("loss", 1.0 / (1 + n))
-        with mlflow.start_span(name="predict") as span:
-            span.set_inputs({"i": n})
-            span.set_outputs({"ok": True})
-        say(event="logged", n=n, trace=span.trace_id)
-    except Exception as exc:
-        say(event="error", n=n, error=repr(exc)[:500])
-    n += 1
-    time.sleep(1.0)
-say(event="done", runs=n)
-"""
+# the in-pod MLflow client (dev/stack/pod_client.py): with TRACES=1, a run and a span a step
+WORKLOAD = pod_client.script()
 
 
 def is_trace_call(uri: str) -> bool:
@@ -159,7 +138,7 @@ def test_a_regenerated_client_secret_fails_until_the_secret_manager_has_the_new_
     new_secret = keycloak.regenerate_client_secret(client_id)
     operator.used(new_secret)
     patch_binding(kube_api, namespace, "mlflow", {"metadata": {"annotations": {
-        "mlflow-secrets-auth.io/sync-requested": "after-regenerate"}}})
+        ANNOTATION_SYNC: "after-regenerate"}}})
     wait_ready(kube_api, namespace, "mlflow", status="False", reason="AuthenticationFailed",
                timeout=30)
 
@@ -167,7 +146,7 @@ def test_a_regenerated_client_secret_fails_until_the_secret_manager_has_the_new_
         path=path, secret={"client_id": client_id, "client_secret": new_secret},
         mount_point="secret")
     patch_binding(kube_api, namespace, "mlflow", {"metadata": {"annotations": {
-        "mlflow-secrets-auth.io/sync-requested": "after-store"}}})
+        ANNOTATION_SYNC: "after-store"}}})
     binding = wait_ready(kube_api, namespace, "mlflow", timeout=30)
     token = read_secret(kube_api, namespace, "mlflow-mlflow-auth")["token"]
     operator.used(token)
@@ -179,7 +158,7 @@ def test_a_regenerated_client_secret_fails_until_the_secret_manager_has_the_new_
 
 def test_an_unreachable_issuer_keeps_the_binding_ready_until_the_token_expires_then_not(
         keycloak, openbao, operator, kube_api, namespace, mlflow_front):
-    from dev.stack._proc import free_port
+    from dev.stack.proc import free_port
 
     client_id, client_secret = new_client(keycloak, namespace)
     operator.used(client_secret)
@@ -202,16 +181,11 @@ def test_an_unreachable_issuer_keeps_the_binding_ready_until_the_token_expires_t
     assert read_secret(kube_api, namespace, "mlflow-mlflow-auth")["token"] == token
 
     gone = wait_ready(kube_api, namespace, "mlflow", status="False", reason="ProviderUnavailable",
-                      timeout=_ts(expires) - time.time() + 30)
+                      timeout=parse_rfc3339(expires) - time.time() + 30)
     message = next(c for c in gone["status"]["conditions"] if c["type"] == "Ready")["message"]
     assert f"expired at {expires}" in message
     wait_for(lambda: operator.metric("msa_credential_seconds_to_expiry", namespace=namespace,
                                      binding="mlflow") < 0, 10, "a negative seconds-to-expiry")
-
-
-def _ts(text: str) -> float:
-    from datetime import datetime
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 # --- on the local node: the pod through the chart's operator and webhook pods --------------------
@@ -403,7 +377,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
         spec = binding_spec(bao, keycloak, front, ns, path)
         spec["allowedHosts"] = [f"{front.host}:{front.port}"]
         kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": "mlflow", "namespace": ns}, "spec": spec}))
 
         def binding_ready():
@@ -427,7 +401,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
         # Keycloak reads its clock for iat and again for exp (whole seconds): 60 or 61 s apart
         assert first["exp"] - first["iat"] in (LIFESPAN, LIFESPAN + 1)
         status = binding["status"]
-        refresh_in = _ts(status["nextRefreshTime"]) - _ts(status["lastSyncTime"])
+        refresh_in = parse_rfc3339(status["nextRefreshTime"]) - parse_rfc3339(status["lastSyncTime"])
         assert 0.55 * LIFESPAN <= refresh_in <= 0.75 * LIFESPAN, status
         wait_for(lambda: 0 < _operator_metric(kubectl, chart_ns, "msa_credential_seconds_to_expiry",
                                               namespace=ns, binding="mlflow") <= LIFESPAN,
@@ -446,6 +420,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
                     "imagePullPolicy": "Never", "command": ["python", "-c", WORKLOAD],
                     "workingDir": "/tmp",
                     "env": [{"name": "EXPERIMENT", "value": experiment},
+                            {"name": "TRACES", "value": "1"}, {"name": "INTERVAL", "value": "1"},
                             {"name": "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "value": "false"},
                             {"name": "HOME", "value": "/tmp"},
                             # nothing to call home to: pods have no route off the machine
@@ -521,7 +496,7 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
         assert [e for e in events if e["event"] == "error"] == []
         assert len([e for e in events if e["event"] == "started"]) == 1
         logged = [e for e in events if e["event"] == "logged"]
-        assert [e["n"] for e in logged] == list(range(len(logged)))
+        assert [e["step"] for e in logged] == list(range(len(logged)))
         assert len(logged) >= 30
 
         # What the front saw, with each token shown as its number in `projected` (never the token)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_secrets_auth_api import API_VERSION, KIND
 from dev.stack.kube import API_AUDIENCES
 from mlflow_secrets_auth_operator import reconcile
 from mlflow_secrets_auth_operator.kube import KubeApi
@@ -119,7 +120,7 @@ def test_the_operator_vault_token_goes_only_to_an_address_the_admin_listed(
                                 redactor=Redactor(), ca_dir=tmp_path)
 
         def body(address):
-            return {"apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            return {"apiVersion": API_VERSION, "kind": KIND,
                     "metadata": {"name": "op", "namespace": namespace, "uid": "not-stored"},
                     "spec": {"provider": {"vault": {"address": address, "path": f"{namespace}/op",
                                                     "kvVersion": "2",
@@ -141,7 +142,7 @@ def test_without_an_audience_the_token_the_operator_sends_is_no_kubernetes_api_c
     does not accept it."""
     from kubernetes import client
 
-    from mlflow_secrets_auth_operator.guard import audiences_of_jwt
+    from mlflow_secrets_auth_operator.jwt_claims import audiences
 
     url, seen = trap
     create_service_account(kube_api, namespace, "mlflow-reader")
@@ -155,7 +156,7 @@ def test_without_an_audience_the_token_the_operator_sends_is_no_kubernetes_api_c
                      30, "the operator to log in at the binding's address")
     jwt = json.loads(login)["jwt"]
     operator.used(jwt)
-    assert audiences_of_jwt(jwt) == ("vault",)
+    assert audiences(jwt) == ("vault",)
     review = client.AuthenticationV1Api(kube_api).create_token_review(client.V1TokenReview(
         spec=client.V1TokenReviewSpec(token=jwt)))
     assert not review.status.authenticated

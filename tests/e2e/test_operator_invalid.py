@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes.client.rest import ApiException
 
+from mlflow_secrets_auth_api import CRD_NAME
 from tests.e2e.fixtures_operator import create_binding, put_secret, wait_ready
 from tests.e2e.waiting import wait_for
 from tests.unit.api.examples import INVALID, VALID
@@ -59,7 +60,7 @@ def test_kubectl_explain_teaches_the_binding_fields(operator):
     assert "exactly one of kubernetes, token, appRole, operatorIdentity" in " ".join(text.split())
     assert "appRole" in text
     assert "serviceAccountName" in _explain(operator.kube, "mab.spec.provider.vault.auth.kubernetes")
-    printed = operator.kube.kubectl("get", "crd", "mlflowauthbindings.mlflow-secrets-auth.io",
+    printed = operator.kube.kubectl("get", "crd", CRD_NAME,
                                     "-o", "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}"
                                     ).stdout
     assert printed.split() == ["Ready", "Reason", "Provider", "Expires", "Age"]

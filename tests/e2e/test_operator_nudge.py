@@ -15,6 +15,7 @@ import uuid
 import kopf
 import pytest
 
+from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
 from tests.e2e.fixtures_operator import patch_binding, read_secret
 from tests.e2e.fixtures_webhook import create_pod, ensure_service_account, vault_binding
 from tests.e2e.waiting import wait_for
@@ -123,7 +124,7 @@ def test_a_rotation_nudges_exactly_the_live_pods_of_the_binding_with_its_version
             openbao.client().secrets.kv.v2.create_or_update_secret(
                 path=f"{namespace}/nudged", secret={"token": value}, mount_point="secret")
             patch_binding(kube_api, namespace, "nudged", {"metadata": {"annotations": {
-                "mlflow-secrets-auth.io/sync-requested": f"rotation-{i}"}}})
+                ANNOTATION_SYNC: f"rotation-{i}"}}})
             wait_for(lambda: read_secret(kube_api, namespace, "nudged-mlflow-auth")["token"] == value,
                      30, f"rotation {i} in the Secret")
         newest = _secret_version(kube_api, namespace, "nudged-mlflow-auth")
@@ -166,7 +167,7 @@ def test_with_nudging_off_no_pod_is_patched_and_with_it_on_the_same_sync_patches
         "auth"]["client_token"]
     operator.used(token)
     put_secret(kube_api, namespace, "local-vault-token", {"token": token})
-    body = {"apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+    body = {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": "local", "namespace": namespace, "uid": str(uuid.uuid4()),
                          "generation": 1},
             "spec": {"provider": {"vault": {"address": openbao.addr, "path": path,

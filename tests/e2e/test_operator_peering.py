@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from dev.stack._proc import ManagedProcess, free_port, http_ok, wait_until
+from mlflow_secrets_auth_api import ANNOTATION_SYNC
+from dev.stack.proc import ManagedProcess, free_port, http_ok, wait_until
 from tests.e2e.fixtures_operator import (ROOT, create_binding, patch_binding, put_secret,
                                          wait_ready)
 from tests.e2e.waiting import wait_for
@@ -68,5 +69,5 @@ def test_only_the_highest_priority_replica_works_and_a_standby_takes_over(
     high.stop()   # a graceful stop withdraws it from the peering
     wait_for(lambda: "Resuming operations" in _log(low), 30, "the stand-by to resume")
     patch_binding(kube_api, namespace, "peer", {"metadata": {"annotations": {
-        "mlflow-secrets-auth.io/sync-requested": "takeover"}}})
+        ANNOTATION_SYNC: "takeover"}}})
     wait_for(lambda: f"synced {namespace}/peer" in _log(low), 30, "the stand-by's sync")

@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_secrets_auth_providers import (AuthenticationFailed, PermissionDenied,
                                            ProviderUnavailable, SecretNotFound, aws, vault)
-from dev.stack._proc import free_port
+from dev.stack.proc import free_port
 
 
 def test_vault_fetch_reads_kv2_and_kv1_with_version_detection(openbao):

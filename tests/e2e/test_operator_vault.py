@@ -8,12 +8,12 @@ import secrets
 import pytest
 from kubernetes.client.rest import ApiException
 
+from mlflow_secrets_auth_api import ANNOTATION_SYNC, GROUP, LABEL_BINDING, PLURAL, SECRET_TYPE, VERSION
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, custom_api,
                                          events_for, get_binding, patch_binding, put_secret,
                                          read_secret, wait_ready)
 from tests.e2e.waiting import wait_for
 
-GROUP, VERSION, PLURAL = "mlflow-secrets-auth.io", "v1alpha1", "mlflowauthbindings"
 
 
 def _vault_token(openbao, namespace: str, paths) -> str:
@@ -61,8 +61,8 @@ def test_vault_token_auth_kv2_bearer_becomes_ready_with_one_owned_secret(
                       "token": value}
     from kubernetes import client
     secret = client.CoreV1Api(kube_api).read_namespaced_secret("mlflow-mlflow-auth", ns)
-    assert secret.type == "mlflow-secrets-auth.io/credential"
-    assert secret.metadata.labels["mlflow-secrets-auth.io/binding"] == "mlflow"
+    assert secret.type == SECRET_TYPE
+    assert secret.metadata.labels[LABEL_BINDING] == "mlflow"
     assert secret.metadata.owner_references[0].uid == binding["metadata"]["uid"]
     assert ("Normal", "Synced") in [(t, r) for t, r, _ in events_for(kube_api, ns, "mlflow")]
     table = operator.kube.kubectl("get", "mab", "-n", ns, "mlflow")
@@ -120,7 +120,7 @@ def test_bindings_of_one_namespace_share_one_vault_login_and_survive_its_revocat
     operator.used(rotated)
     _write_kv2(openbao, f"{namespace}/a", {"token": rotated})
     patch_binding(kube_api, namespace, "a", {"metadata": {"annotations": {
-        "mlflow-secrets-auth.io/sync-requested": "after-revoke"}}})
+        ANNOTATION_SYNC: "after-revoke"}}})
     wait_for(lambda: read_secret(kube_api, namespace, "a-mlflow-auth")["token"] == rotated, 10,
              "the new value read with a fresh login after the cached Vault token was revoked")
     assert wait_ready(kube_api, namespace, "a")["status"]["lastSyncRequest"] == "after-revoke"
@@ -194,7 +194,7 @@ def test_the_sync_annotation_forces_an_immediate_sync(openbao, operator, kube_ap
     wait_ready(kube_api, ns, "forced")
     _write_kv2(openbao, f"{ns}/forced", {"token": second})
     patch_binding(kube_api, ns, "forced", {"metadata": {"annotations": {
-        "mlflow-secrets-auth.io/sync-requested": "now-1"}}})
+        ANNOTATION_SYNC: "now-1"}}})
     wait_for(lambda: read_secret(kube_api, ns, "forced-mlflow-auth")["token"] == second, 5,
              "the new token right after the sync-requested annotation")
     wait_for(lambda: get_binding(kube_api, ns, "forced")["status"].get("lastSyncRequest") == "now-1",

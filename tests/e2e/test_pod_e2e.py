@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_secrets_auth_api import ANNOTATION_SYNC, API_VERSION, KIND
+from dev.stack import pod_client
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.test_stack_node import node  # noqa: F401 - the module-scoped node fixture
 from tests.e2e.waiting import wait_for
@@ -38,43 +40,9 @@ KUBELET_ROTATIONS = int(os.environ.get("MSA_E2E_KUBELET_ROTATIONS", "3"))
 NUDGED_LIMIT_S = 30.0
 KUBELET_LIMIT_S = 180.0
 
-# The container's program: a plain MLflow client; it knows nothing of mlflow-secrets-auth. To tell
-# which credential each request carried, it wraps requests' Session.send (the prepared request, as
-# it goes on the wire) and reports the Basic header's user name, never the password.
-CLIENT = r"""
-import base64, json, os, signal, time
-import requests
-send = requests.Session.send
-last = {}
-def recording_send(self, request, **kw):
-    header = request.headers.get("Authorization", "")
-    user = None
-    if header.startswith("Basic "):
-        user = base64.b64decode(header[6:]).decode().split(":", 1)[0]
-    last.update(user=user, t=time.time())
-    return send(self, request, **kw)
-requests.Session.send = recording_send
-from mlflow import MlflowClient
-import mlflow_secrets_auth
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-say = lambda **kw: print(json.dumps(kw), flush=True)
-client = MlflowClient()
-experiment = client.create_experiment(os.environ["EXPERIMENT"])
-run = client.create_run(experiment)
-say(event="started", run_id=run.info.run_id, plugin=mlflow_secrets_auth.__file__,
-    tracking_auth=os.environ.get("MLFLOW_TRACKING_AUTH"), user=last.get("user"))
-step = 0
-while not stop:
-    try:
-        client.log_metric(run.info.run_id, "step", step, step=step)
-        say(event="logged", step=step, user=last.get("user"), t=last.get("t"))
-    except Exception as exc:
-        say(event="error", step=step, user=last.get("user"), t=last.get("t"), error=repr(exc)[:300])
-    step += 1
-    time.sleep(0.2)
-say(event="done", steps=step)
-"""
+# The container's program: the in-pod MLflow client (dev/stack/pod_client.py), which reports
+# the Basic user name each request carried and when the last request went out.
+CLIENT = pod_client.script()
 
 
 class Helm:
@@ -178,7 +146,7 @@ class Team:
         self.bao.client().secrets.kv.v2.create_or_update_secret(
             path=self.path, secret={"username": user[0], "password": user[1]}, mount_point="secret")
         self.kubectl("annotate", "mab", "mlflow", "-n", self.ns, "--overwrite",
-                     f"mlflow-secrets-auth.io/sync-requested={written}")
+                     f"{ANNOTATION_SYNC}={written}")
         return written
 
     def setup(self) -> None:
@@ -199,7 +167,7 @@ class Team:
             path=self.path, secret={"username": first[0], "password": first[1]},
             mount_point="secret")
         binding = {
-            "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": "mlflow", "namespace": self.ns},
             "spec": {"provider": {"vault": {"address": self.bao.addr, "path": self.path,
                                             "kvVersion": "2",
@@ -227,6 +195,7 @@ class Team:
                     "name": "train", "image": self.node.images.names["client"],
                     "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
                     "env": [{"name": "EXPERIMENT", "value": f"e2e-{self.ns}"},
+                            {"name": "INTERVAL", "value": "0.2"},
                             {"name": "HOME", "value": "/tmp"}],
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     "securityContext": {"allowPrivilegeEscalation": False,
@@ -296,7 +265,7 @@ class Team:
         assert pod["status"]["phase"] == "Running"
         assert [s["restartCount"] for s in pod["status"]["containerStatuses"]] == [0]
         status, body = self.mlflow.get(
-            f"/api/2.0/mlflow/metrics/get-history?run_id={started[0]['run_id']}&metric_key=step")
+            f"/api/2.0/mlflow/metrics/get-history?run_id={started[0]['run_id']}&metric_key=loss")
         assert status == 200
         assert {int(m["step"]) for m in body["metrics"]} >= set(steps)
         return events

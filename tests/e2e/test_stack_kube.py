@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 from dev.stack.kube import ExistingKube, LocalKube, pinned_version, venv_tool
 from tests.e2e.waiting import wait_for
 

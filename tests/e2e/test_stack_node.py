@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from dev.stack._proc import StackError
+from mlflow_secrets_auth_api import API_VERSION, KIND
+from dev.stack.proc import StackError
 from dev.stack.node import NODE_IP, NODE_NAME, POD_CIDR, LocalNode, NodeKube, cleanup_host, leftovers
 from dev.stack.kube_pki import SERVICE_CIDR
 from tests.e2e.waiting import wait_for
@@ -364,7 +365,7 @@ def test_labelled_pod_is_mutated_and_gets_its_credential_on_the_node(node, chart
         kubectl("create", "secret", "generic", "vault-token", "-n", team,
                 f"--from-literal=token={vault_token}")
         binding = {
-            "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+            "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": "mlflow", "namespace": team},
             "spec": {"provider": {"vault": {"address": bao.addr, "path": path, "kvVersion": "2",
                                             "auth": {"token": {"secretRef": {"name": "vault-token",

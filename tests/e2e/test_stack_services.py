@@ -185,14 +185,14 @@ def test_keycloak_issues_a_client_credentials_token_that_its_jwks_verifies(keycl
 
 
 def test_keycloak_refuses_a_wrong_client_secret(keycloak):
-    from dev.stack._proc import StackError
+    from dev.stack.proc import StackError
 
     with pytest.raises(StackError, match="401|invalid_client|unauthorized_client"):
         keycloak.client_credentials_token(client_secret="not-the-secret")
 
 
 def test_a_disabled_or_rotated_keycloak_client_can_no_longer_get_tokens(keycloak):
-    from dev.stack._proc import StackError
+    from dev.stack.proc import StackError
 
     client_id = _unique("revocable")
     secret = keycloak.create_client(client_id)
@@ -252,7 +252,7 @@ def test_the_per_run_lowkey_certificate_is_trusted_for_127_0_0_1(tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    from dev.stack._proc import free_port
+    from dev.stack.proc import free_port
     from dev.stack.azure import LowkeyVault
 
     vault = LowkeyVault()

@@ -10,7 +10,7 @@ import sys
 from kubernetes import client
 
 from dev.helm import webhook_configuration as chart_webhook_configuration
-from dev.stack._proc import ManagedProcess, free_port, wait_until
+from dev.stack.proc import ManagedProcess, free_port, wait_until
 from tests.e2e.fixtures_webhook import ROOT, create_pod, vault_binding
 from tests.e2e.waiting import wait_for
 

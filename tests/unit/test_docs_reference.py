@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dev import gen_docs
+from dev.generate import docs as gen_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_reference_pages_are_current():
     stale = [str(p.relative_to(ROOT)) for p in gen_docs.stale()]
-    assert stale == [], "run `python dev/gen_docs.py`"
+    assert stale == [], "run `python dev/generate/docs.py`"
 
 
 def test_crd_reference_covers_every_spec_field():

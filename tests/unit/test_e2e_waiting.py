@@ -1,6 +1,5 @@
 """tests/e2e/waiting.py: bounded polling that returns what it waited for."""
 import itertools
-import time
 
 import pytest
 
@@ -25,9 +24,6 @@ def test_wait_for_treats_an_exception_as_not_yet():
 
 
 def test_wait_for_raises_an_assertion_error_naming_what_it_waited_for_and_the_last_error():
-    started = time.monotonic()
-
     with pytest.raises(AssertionError, match=r"timed out after 0.3s waiting for the Secret .*LookupError"):
         wait_for(lambda: (_ for _ in ()).throw(LookupError("404")), timeout=0.3,
                  message="the Secret", interval=0.05)
-    assert time.monotonic() - started < 2

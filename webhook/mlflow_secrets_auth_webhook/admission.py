@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from pydantic import ValidationError
 
-from mlflow_secrets_auth_api import LABEL_INJECT
+from mlflow_secrets_auth_api import LABEL_INJECT, PLURAL
 
 from .mutation import build_patch, conflicts, is_injected
 from .policy import choose_binding
@@ -95,7 +95,7 @@ def admit(body: Any, list_bindings: ListBindings, settings: Settings) -> Outcome
             uid, allowed=False, code=503,
             message=(f"mlflow-secrets-auth could not list MlflowAuthBindings in {namespace!r} "
                      f"({type(exc).__name__}); retry, and check the webhook's logs and RBAC "
-                     f"(get/list mlflowauthbindings)")), "error")
+                     f"(get/list {PLURAL})")), "error")
 
     choice = choose_binding(pod, namespace, bindings)
     if choice.binding is None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from mlflow_secrets_auth_api import GROUP, PLURAL
 from tests.unit.chart.conftest import CHART, NAMESPACE
 
 POLICY_FILE = Path(CHART) / "files" / "policies" / "binding-authorization.yaml"
@@ -36,8 +37,8 @@ def test_the_policy_checks_the_authors_rights_on_every_secret_and_service_accoun
     policy = yaml.safe_load(POLICY_FILE.read_text())
     assert policy["spec"]["failurePolicy"] == "Fail"
     rules = policy["spec"]["matchConstraints"]["resourceRules"]
-    assert rules == [{"apiGroups": ["mlflow-secrets-auth.io"], "apiVersions": ["*"],
-                      "resources": ["mlflowauthbindings"], "operations": ["CREATE", "UPDATE"]}]
+    assert rules == [{"apiGroups": [GROUP], "apiVersions": ["*"],
+                      "resources": [PLURAL], "operations": ["CREATE", "UPDATE"]}]
     tokens = _checks(policy, "serviceaccounts", "create")
     secrets = _checks(policy, "secrets", "get")
     assert set(tokens) == {f"spec.provider.{f}.serviceAccountName" for f in (

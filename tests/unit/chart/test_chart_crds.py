@@ -3,10 +3,10 @@ from pathlib import Path
 
 import yaml
 
-from dev import gen_chart_crds
+from mlflow_secrets_auth_api import CRD_NAME
+from dev.generate import chart_crds as gen_chart_crds
 
 ROOT = Path(__file__).resolve().parents[3]
-CRD_NAME = "mlflowauthbindings.mlflow-secrets-auth.io"
 
 
 def _source_crd() -> dict:
@@ -14,7 +14,7 @@ def _source_crd() -> dict:
 
 
 def test_chart_crd_copies_match_crds_folder():
-    assert gen_chart_crds.drift() == [], "run `python dev/gen_chart_crds.py`"
+    assert gen_chart_crds.drift() == [], "run `python dev/generate/chart_crds.py`"
 
 
 def test_drift_check_notices_a_stale_copy(tmp_path):

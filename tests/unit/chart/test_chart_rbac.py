@@ -1,6 +1,7 @@
 """RBAC is least privilege: the webhook reads bindings only; the operator gets what it uses."""
 import re
 from pathlib import Path
+from mlflow_secrets_auth_api import GROUP, PLURAL
 
 ROOT = Path(__file__).resolve().parents[3]
 # kubernetes-client method prefix -> RBAC verb
@@ -40,15 +41,15 @@ def test_no_rule_uses_a_wildcard(render):
 
 def test_webhook_can_only_read_bindings(render):
     grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-webhook"))
-    assert grants == {("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch"}}
+    assert grants == {(GROUP, PLURAL): {"get", "list", "watch"}}
 
 
 def test_operator_gets_exactly_what_it_uses(render):
     grants = _grants(_rules_of(render(), f"{RELEASE_PREFIX}-operator"))
     assert grants == {
-        ("mlflow-secrets-auth.io", "mlflowauthbindings"): {"get", "list", "watch", "patch"},
-        ("mlflow-secrets-auth.io", "mlflowauthbindings/status"): {"get", "patch"},
-        ("mlflow-secrets-auth.io", "mlflowauthbindings/finalizers"): {"update"},
+        (GROUP, PLURAL): {"get", "list", "watch", "patch"},
+        (GROUP, f"{PLURAL}/status"): {"get", "patch"},
+        (GROUP, f"{PLURAL}/finalizers"): {"update"},
         ("", "secrets"): {"get", "create", "update"},
         ("", "serviceaccounts/token"): {"create"},
         ("", "events"): {"create"},

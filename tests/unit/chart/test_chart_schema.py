@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from dev import gen_docs
+from dev.generate import docs as gen_docs
 
 from tests.unit.chart.conftest import CHART
 

@@ -10,6 +10,7 @@ from mlflow_secrets_auth_redaction import Redactor
 from mlflow_secrets_auth_operator.metrics import Metrics
 from mlflow_secrets_auth_operator.reconcile import Context
 from mlflow_secrets_auth_operator.settings import Settings
+from mlflow_secrets_auth_api import API_VERSION, KIND
 
 
 class FakeKube:
@@ -71,7 +72,7 @@ def context(kube=None, fetchers=None, **settings):
 
 
 def binding(spec, name="mlflow", namespace="team-a", generation=1, annotations=None, status=None):
-    body = {"apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+    body = {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": name, "namespace": namespace, "uid": "uid-1",
                          "generation": generation, "annotations": annotations or {}},
             "spec": spec}

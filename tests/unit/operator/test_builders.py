@@ -10,6 +10,7 @@ import pytest
 from mlflow_secrets_auth_providers import InvalidSecretFormat, SecretValue
 from mlflow_secrets_auth_api.binding import Credential
 from mlflow_secrets_auth_operator import builders, credential
+from mlflow_secrets_auth_api import API_VERSION, KIND, SECRET_TYPE
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 META = {"name": "mlflow", "namespace": "team-a", "uid": "uid-1"}
@@ -24,9 +25,9 @@ def _jwt(exp: int) -> str:
 def test_secret_has_the_contract_type_labels_and_owner():
     secret = builders.build_secret(META, {"token": "t"})
     assert secret["metadata"]["name"] == "mlflow-mlflow-auth"
-    assert secret["type"] == "mlflow-secrets-auth.io/credential"
+    assert secret["type"] == SECRET_TYPE
     assert secret["metadata"]["ownerReferences"][0] == {
-        "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+        "apiVersion": API_VERSION, "kind": KIND,
         "name": "mlflow", "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
     assert secret["data"] == {"token": "dA=="}
 

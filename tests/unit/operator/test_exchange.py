@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote
 import pytest
 
 from mlflow_secrets_auth_api.binding import OAuth2ClientCredentials
+from mlflow_secrets_auth_operator import builders
 from mlflow_secrets_auth_operator import exchange as ex
 
 SECRET = "s3cr3t-Client-Value-7f"
@@ -199,14 +200,7 @@ def test_an_opaque_token_without_expires_in_has_no_known_expiry(server, client):
     server.token(body={"access_token": "opaque-token-value", "token_type": "Bearer"})
     token = client.mint(CREDS, cfg(token_url=server.url + "/token"))
     assert token.expires_at is None
-    assert ex.refresh_time(token.issued_at, token.expires_at) is None
-
-
-def test_jwt_exp_ignores_tokens_that_are_not_jwts():
-    assert ex.jwt_exp("not-a-jwt") is None
-    assert ex.jwt_exp("a.b.c") is None
-    assert ex.jwt_exp(jwt({"exp": "soon"})) is None
-    assert ex.jwt_exp(jwt({"sub": "x"})) is None
+    assert builders.refresh_time(token.issued_at, token.expires_at) is None
 
 
 # --- error classification -----------------------------------------------------------------------
@@ -246,11 +240,9 @@ def test_a_closed_port_is_provider_unavailable(client):
 
 def test_a_slow_token_endpoint_times_out_as_provider_unavailable(server):
     client = ex.TokenClient(clock=lambda: NOW, timeout=(1.0, 0.5))
-    server.token(delay=2.0)
-    started = time.monotonic()
+    server.token(delay=2.0)  # answered after 2 s: a success but for the 0.5 s read timeout
     with pytest.raises(ex.ProviderUnavailable, match="timed out"):
         client.mint(CREDS, cfg(token_url=server.url + "/token"))
-    assert time.monotonic() - started < 1.9
 
 
 @pytest.mark.parametrize("body,match", [
@@ -369,9 +361,9 @@ def test_a_ca_cert_that_is_not_pem_is_a_config_error(client):
 # --- refresh timing -----------------------------------------------------------------------------
 def test_refresh_is_at_two_thirds_of_the_lifetime_with_bounded_jitter():
     expires = NOW + timedelta(seconds=300)
-    mid = ex.refresh_time(NOW, expires, rng=lambda: 0.5)
-    low = ex.refresh_time(NOW, expires, rng=lambda: 0.0)
-    high = ex.refresh_time(NOW, expires, rng=lambda: 0.999999)
+    mid = builders.refresh_time(NOW, expires, rng=lambda: 0.5)
+    low = builders.refresh_time(NOW, expires, rng=lambda: 0.0)
+    high = builders.refresh_time(NOW, expires, rng=lambda: 0.999999)
     assert mid == NOW + timedelta(seconds=200)
     assert NOW + timedelta(seconds=184) < low < mid < high < NOW + timedelta(seconds=216)
 
@@ -379,12 +371,12 @@ def test_refresh_is_at_two_thirds_of_the_lifetime_with_bounded_jitter():
 def test_refresh_times_spread_across_bindings():
     import random
     rnd = random.Random(7)
-    times = {ex.refresh_time(NOW, NOW + timedelta(seconds=60), rng=rnd.random) for _ in range(50)}
+    times = {builders.refresh_time(NOW, NOW + timedelta(seconds=60), rng=rnd.random) for _ in range(50)}
     assert len(times) > 40
     assert all(NOW + timedelta(seconds=36) <= t <= NOW + timedelta(seconds=44) for t in times)
 
 
 def test_refresh_stays_ahead_of_expiry_for_very_short_tokens():
-    at = ex.refresh_time(NOW, NOW + timedelta(seconds=6), rng=lambda: 0.999, min_lead=timedelta(seconds=5))
+    at = builders.refresh_time(NOW, NOW + timedelta(seconds=6), rng=lambda: 0.999, min_lead=timedelta(seconds=5))
     assert at == NOW + timedelta(seconds=1)
-    assert ex.refresh_time(NOW, NOW + timedelta(seconds=3), rng=lambda: 0.5) == NOW
+    assert builders.refresh_time(NOW, NOW + timedelta(seconds=3), rng=lambda: 0.5) == NOW

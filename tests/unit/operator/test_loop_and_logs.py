@@ -7,6 +7,8 @@ import pytest
 from mlflow_secrets_auth_operator import loop
 from mlflow_secrets_auth_operator.builders import Outcome
 from mlflow_secrets_auth_operator.settings import Settings
+from mlflow_secrets_auth.rfc3339 import rfc3339
+from mlflow_secrets_auth_api import ANNOTATION_SYNC
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import binding, context
 

@@ -12,6 +12,7 @@ from mlflow_secrets_auth_providers.aws import AwsStaticKeys, AwsWebIdentity
 from mlflow_secrets_auth_providers.vault import VaultAppRole, VaultKubernetes, VaultToken
 from mlflow_secrets_auth_operator import reconcile
 from mlflow_secrets_auth_operator.identity import VaultLogins
+from mlflow_secrets_auth_api import LABEL_BINDING, SECRET_TYPE
 from tests.unit.api.examples import VALID
 from tests.unit.operator.fakes import FakeKube, binding, context
 
@@ -47,8 +48,8 @@ def test_vault_token_binding_writes_one_owned_secret_with_the_bearer_header():
     secret = kube.secrets[("team-a", "mlflow-mlflow-auth")]
     assert _decoded(secret) == {"header-name": "Authorization", "header-value": f"Bearer {TOKEN}",
                                 "token": TOKEN}
-    assert secret["type"] == "mlflow-secrets-auth.io/credential"
-    assert secret["metadata"]["labels"] == {"mlflow-secrets-auth.io/binding": "mlflow",
+    assert secret["type"] == SECRET_TYPE
+    assert secret["metadata"]["labels"] == {LABEL_BINDING: "mlflow",
                                             "app.kubernetes.io/managed-by": "mlflow-secrets-auth"}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert calls[0][2] == VaultToken("s.vaulttoken")

@@ -135,22 +135,18 @@ def test_a_redirect_within_the_allowed_host_keeps_the_header(tmp_path, serve):
     assert [r["headers"].get("X-MLflow-Auth") for r in srv.requests] == [CUSTOM, CUSTOM]
 
 
-def test_a_rotated_volume_is_used_within_one_second_without_a_restart(tmp_path, serve):
+def test_a_rotated_volume_is_used_at_the_next_poll_without_a_restart(tmp_path, serve):
     srv = serve()
     vol = volume(tmp_path, {"token": "old-token"})
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url())
+    timer = ManualTimer()
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=timer)
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
-    rotated = time.monotonic()
-    deadline = rotated + 5.0
-    while time.monotonic() < deadline:
-        s.get(srv.url(), auth=auth)
-        if srv.requests[-1]["headers"]["Authorization"] == "Bearer new-token":
-            break
-        time.sleep(0.02)
-    assert srv.requests[-1]["headers"]["Authorization"] == "Bearer new-token"
-    assert time.monotonic() - rotated < 1.0
+    timer.elapse()  # the poll is due
+    s.get(srv.url(), auth=auth)
+    assert [q["headers"]["Authorization"] for q in srv.requests] == [
+        "Bearer old-token", "Bearer new-token"]
 
 
 class CountingSource(FileSource):
@@ -244,10 +240,8 @@ def test_the_resend_after_401_keeps_the_timeout(tmp_path, serve):
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
-    started = time.monotonic()
-    with pytest.raises(requests.exceptions.ReadTimeout):
+    with pytest.raises(requests.exceptions.ReadTimeout):  # the re-send waits 3 s without it
         s.get(srv.url(), auth=auth, timeout=0.5)
-    assert time.monotonic() - started < 2.5
     assert len(srv.requests) == 3
 
 

@@ -51,12 +51,3 @@ def test_importing_the_plugin_loads_no_heavy_module():
     for heavy in ("requests", "mlflow", "hvac", "boto3", "azure", "urllib3", "json", "logging"):
         assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), loaded
 
-
-def test_importing_the_plugin_takes_under_10_ms():
-    best = None
-    for _ in range(3):
-        out = run_python("import mlflow_secrets_auth")
-        line = [ln for ln in out.stderr.splitlines() if ln.rstrip().endswith("| mlflow_secrets_auth")]
-        micros = int(line[-1].split("|")[1])
-        best = micros if best is None else min(best, micros)
-    assert best < 10_000, "import took %d us" % best

@@ -7,7 +7,6 @@ from mlflow_secrets_auth.credentials import (
     CredentialError,
     fingerprint,
     from_secret_content,
-    parse_rfc3339,
     read_directory,
 )
 
@@ -63,23 +62,6 @@ def test_an_invalid_header_name_is_refused(tmp_path):
 def test_expires_at_is_read_as_rfc3339(tmp_path):
     cred = read_directory(write(tmp_path, token=TOKEN, expires_at="2030-01-02T03:04:05Z"))
     assert cred.expires_at == 1893553445.0
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("2030-01-02T03:04:05Z", 1893553445.0),
-    ("2030-01-02T03:04:05.123456789Z", 1893553445.123456),
-    ("2030-01-02T05:04:05+02:00", 1893553445.0),
-    ("2030-01-01T22:04:05-05:00", 1893553445.0),
-    ("2030-01-02t03:04:05z", 1893553445.0),
-])
-def test_rfc3339_timestamps_with_any_fraction_and_offset_parse(text, expected):
-    assert parse_rfc3339(text) == pytest.approx(expected, abs=1e-6)
-
-
-@pytest.mark.parametrize("text", ["2030-01-02T03:04:05", "yesterday", "2030-01-02"])
-def test_timestamps_without_a_zone_are_rejected(text):
-    with pytest.raises(ValueError):
-        parse_rfc3339(text)
 
 
 def test_a_bad_expires_at_is_an_error_naming_the_file(tmp_path):

@@ -50,7 +50,8 @@ def test_a_clean_python_finds_the_entry_point_through_pythonpath_alone(payload, 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(payload)}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(payload),
+           "PYTHONDONTWRITEBYTECODE": "1"}  # the payload is read-only in a pod; tests share it
     out = subprocess.run([str(venv / "bin" / "python"), "-c", FIND_ENTRY_POINT], env=env,
                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -98,6 +99,7 @@ def test_mlflow_with_only_the_payload_on_pythonpath_sends_the_mounted_credential
     vol = ProjectedVolume(tmp_path / "creds")
     vol.write({"token": TOKEN})
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(payload), "HOME": str(tmp_path),
+           "PYTHONDONTWRITEBYTECODE": "1",
            "MLFLOW_TRACKING_AUTH": "mlflow_secrets_auth", "MLFLOW_TRACKING_URI": srv.url(),
            "MLFLOW_SECRETS_AUTH_DIR": str(vol.root), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     out = subprocess.run([str(venv / "bin" / "python"), "-c", MLFLOW_CLIENT], env=env,

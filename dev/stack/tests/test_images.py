@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 from dev.stack.images import _hash, constraints_from_freeze, debian_mirror
 
 MIRROR = "http://mirror.invalid/debian"

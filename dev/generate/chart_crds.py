@@ -1,7 +1,7 @@
 """Copy the CRDs from crds/ (their one source) into the chart.
 
-    python dev/gen_chart_crds.py           # write charts/mlflow-secrets-auth/files/crds/
-    python dev/gen_chart_crds.py --check   # exit 1 and name the files that drifted
+    python dev/generate/chart_crds.py           # write charts/mlflow-secrets-auth/files/crds/
+    python dev/generate/chart_crds.py --check   # exit 1 and name the files that drifted
 
 The chart's templates/crds.yaml reads these copies, adds the chart's labels and, with
 `crds.keep`, the `helm.sh/resource-policy: keep` annotation. The copies are byte-for-byte
@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "crds"
 TARGET = ROOT / "charts" / "mlflow-secrets-auth" / "files" / "crds"
-HEADER = "# Generated from crds/{name} by dev/gen_chart_crds.py: edit the source, not this copy.\n"
+HEADER = "# Generated from crds/{name} by dev/generate/chart_crds.py: edit the source, not this copy.\n"
 
 
 def expected(source: Path = SOURCE) -> dict[str, str]:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         stale = drift()
         if stale:
             print("chart CRDs differ from crds/: " + ", ".join(stale)
-                  + "; run `python dev/gen_chart_crds.py`", file=sys.stderr)
+                  + "; run `python dev/generate/chart_crds.py`", file=sys.stderr)
             return 1
         return 0
     for name in write():

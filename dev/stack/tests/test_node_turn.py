@@ -1,7 +1,7 @@
 """The machine's one node slot: a second holder waits, then gets a clear error; release frees it."""
 import pytest
 
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 from dev.stack.node import NodeTurn
 
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from dev.kubelet import atomic_write_dir, container_env, expand, rewrite_paths
-from dev.stack._proc import StackError
+from dev.stack.proc import StackError
 
 
 def test_secret_files_use_the_data_symlink_layout(tmp_path):

@@ -1,0 +1,1 @@
+"""Tests of the local-stack library (dev/stack); collected by `make test` and `make test-unit`."""
