@@ -37,6 +37,9 @@ BRIDGE = "msa0"
 POD_CIDR = "10.244.0.0/24"
 NODE_IP = "10.244.0.1"
 NODE_NAME = "msa-node"
+# Pods get addresses 10.244.0.10-250 (the CNI range below): 241. The kubelet's own default (110)
+# would stop the burst tests (tests/e2e/test_pod_burst.py, bench/soak) short of the range.
+MAX_PODS = 240
 CHAINS = {"INPUT": "MSA-NODE-IN", "FORWARD": "MSA-NODE-FWD"}
 # what the kubelet writes into /proc/sys when protectKernelDefaults is false; put back at stop
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -396,7 +399,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                                "x509": {"clientCAFile": str(self.pki / "ca.crt")}},
             "authorization": {"mode": "AlwaysAllow"},  # only the run CA's certs get past authn
             "resolvConf": "", "clusterDomain": "cluster.local",
-            "podCIDR": POD_CIDR, "maxPods": 30, "failSwapOn": False,
+            "podCIDR": POD_CIDR, "maxPods": MAX_PODS, "failSwapOn": False,
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
