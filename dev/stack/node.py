@@ -263,14 +263,28 @@ class LocalNode:
             self._start_kubelet()
             self._start_scheduler()
             self._start_proxy()
-            wait_until(self.node_ready, timeout, f"node {NODE_NAME} Ready",
-                       proc=self._kubelet, interval=1.0)
+            self._wait_kubelet_ready(timeout)
             wait_until(self._proxy_synced, 60, "kube-proxy's rules for the `kubernetes` Service",
                        proc=self._proxy, interval=0.5)
             return self
         except BaseException:
             self.stop()
             raise
+
+    def _wait_kubelet_ready(self, timeout: float) -> None:
+        """The node Ready. containerd answers `ctr version` before its CRI plugin is initialized
+        (slower when its root holds many snapshots from an earlier run); a kubelet started in
+        that window exits with "server is not initialized yet": start it again, a few times."""
+        for attempt in range(5):
+            try:
+                wait_until(self.node_ready, timeout, f"node {NODE_NAME} Ready",
+                           proc=self._kubelet, interval=1.0)
+                return
+            except StackError as exc:
+                if "not initialized yet" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(2.0)
+                self._kubelet.start()
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         assert self.run_dir is not None
