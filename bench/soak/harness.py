@@ -77,8 +77,9 @@ client = MlflowClient()
 while True:
     try:
         found = client.get_experiment_by_name(os.environ["EXPERIMENT"])
-        run = client.create_run(found.experiment_id if found else
-                                client.create_experiment(os.environ["EXPERIMENT"]))
+        experiment = (found.experiment_id if found else
+                      client.create_experiment(os.environ["EXPERIMENT"]))
+        run = client.create_run(experiment)
         break
     except Exception as exc:
         say(e="err", t=time.time(), reason=reason(exc), user=state["user"], at="start")
@@ -91,6 +92,10 @@ while True:
         client.log_metric(run_id, "step", step, step=step)
         if step % 20 == 0:
             client.log_param(run_id, f"p{step}", step)
+        if step % 30 == 0:  # an artifact (through the server's artifact proxy) and a trace
+            client.log_text(run_id, f"step {step}", f"steps/{step}.txt")
+            span = client.start_trace("soak-step", experiment_id=experiment)
+            client.end_trace(span.trace_id)
     except Exception as exc:
         failed += 1
         say(e="err", t=t, reason=reason(exc), user=state["user"])
@@ -152,7 +157,8 @@ class Soak:
                  else None, "kind": kind, "text": text, **extra}
         with self._lock:
             self.events.append(entry)
-        self.say(f"soak [{entry['at']}s] {kind}: {text}")
+        when = "setup" if entry["at"] is None else f"{entry['at']}s"
+        self.say(f"soak [{when}] {kind}: {text}")
 
     def api(self, *args: str, input: str | None = None, tries: int = 60):
         """kubectl, retried while the API server is away (a restart fault)."""
@@ -388,11 +394,13 @@ class Soak:
             self.log("revoke-failed", f"{b.ns}/{b.name}: {type(exc).__name__}")
 
     def _fault(self, kind: str) -> None:
+        began = round(time.time() - self.t0, 1)
         try:
             text = getattr(self, "_fault_" + kind.replace("-", "_"))()
-            self.log("fault", f"{kind}: {text}")
+            self.log("fault", f"{kind}: {text}", began=began)
         except Exception as exc:  # noqa: BLE001 - a fault that could not be injected is logged
-            self.log("fault-error", f"{kind}: {type(exc).__name__}: {str(exc)[:300]}")
+            self.log("fault-error", f"{kind}: {type(exc).__name__}: {str(exc)[:300]}",
+                     began=began)
 
     def _chart_pods(self, component: str) -> list[dict]:
         return [p for p in self.chart.pods() if component in p["metadata"]["name"]]
@@ -400,14 +408,17 @@ class Soak:
     def _fault_kill_active_operator(self) -> str:
         pods = self._chart_pods("operator")
         active = faults.active_operator(self.kubectl, pods)
-        return faults.kill_container(active or pods[0]) + ("" if active else " (active unknown)")
+        return faults.kill_container(active or pods[0]) + (" (active, by kopf's peering)"
+                                                           if active else " (active unknown)")
 
     def _fault_kill_standby_operator(self) -> str:
         pods = self._chart_pods("operator")
         active = faults.active_operator(self.kubectl, pods)
         standby = [p for p in pods if active is None or p["metadata"]["name"] !=
                    active["metadata"]["name"]]
-        return faults.kill_container(standby[-1])
+        return faults.kill_container(standby[-1]) + (
+            f" (stand-by; active: {active['metadata']['name']})" if active else
+            " (active unknown)")
 
     def _fault_kill_webhook(self) -> str:
         return faults.kill_container(self.rng.choice(self._chart_pods("webhook")))
@@ -555,6 +566,15 @@ class Soak:
             errors = [e for e in log if e.get("e") == "err"]
             requests["sent"] += ticks[-1]["sent"] if ticks else 0
             requests["failed"] += len([e for e in errors if e.get("at") != "start"])
+            # MLflow exports traces in the background and only logs a failed export: count those
+            trace_failures = self.kubectl("logs", "-n", b.ns, b.pod, "-c", "client",
+                                          check=False).stdout.count("Failed to send trace")
+            if trace_failures:
+                requests["failed"] += trace_failures
+                requests["failed_by_reason"]["trace-export"] = \
+                    requests["failed_by_reason"].get("trace-export", 0) + trace_failures
+                unexpected.append({"pod": f"{b.ns}/{b.pod}", "reason": "trace-export",
+                                   "count": trace_failures})
             for e in errors:
                 why = e["reason"] + (" (at start)" if e.get("at") == "start" else "")
                 requests["failed_by_reason"][why] = requests["failed_by_reason"].get(why, 0) + 1
@@ -579,6 +599,9 @@ class Soak:
                         if POD_BINDING not in p["metadata"]["labels"]]
         not_injected += self.burst.get("not_injected", [])
         leaked = self._leaks()
+        chart_restarts = {p["metadata"]["name"]: sum(c.get("restartCount", 0) for c in
+                                                     p["status"].get("containerStatuses", []))
+                          for p in self.chart.pods()}
         rss_summary = {}
         for name in {k for s in self.rss for k in s if k != "at"}:
             series = [s[name] for s in self.rss if name in s]
@@ -600,6 +623,7 @@ class Soak:
             "labelled_pods_not_injected": not_injected,
             "burst": self.burst,
             "client_pods": pods_state,
+            "chart_pod_restarts": chart_restarts,
             "rotation_latency_s": {
                 "count": len(latencies),
                 "p50": round(statistics.median(latencies), 2) if latencies else None,

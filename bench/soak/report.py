@@ -40,7 +40,7 @@ def table(report: dict) -> str:
     r, b, lat = report["requests"], report["burst"], report["rotation_latency_s"]
     rows = [
         ("figure", "value", "rule"),
-        ("requests sent (client MLflow calls)", r["sent"], "-"),
+        ("requests sent (client rounds: a metric; every 20th also a param, every 30th an artifact and a trace)", r["sent"], "-"),
         ("requests failed", f"{r['failed']} {r['failed_by_reason'] or ''}",
          "0: no outage outlasts a live credential; none is declared expected"),
         ("Secrets lost / emptied / orphaned / duplicated",
@@ -72,5 +72,9 @@ def table(report: dict) -> str:
     width = [max(len(str(row[i])) for row in rows) for i in range(3)]
     lines = [" | ".join(str(c).ljust(width[i]) for i, c in enumerate(row)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in width))
-    faults = [f"  {f['at']:>6} s  {f['text']}" for f in report["faults"]]
+    faults = [f"  {f.get('began', f['at']):>6} - {f['at']:>6} s  {f['text']}"
+              for f in report["faults"]]
+    if report.get("chart_pod_restarts"):
+        faults.append("chart pod restarts (the kill -9 faults): "
+                      + ", ".join(f"{k} {v}" for k, v in report["chart_pod_restarts"].items()))
     return "\n".join(lines + ["", "faults (seconds from the start):"] + faults)
