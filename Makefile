@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv test test-unit test-e2e lint generate stack-up stack-down demo demo-down clean
+.PHONY: venv test test-unit test-e2e lint generate stack-up stack-down demo demo-down soak clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -48,6 +48,12 @@ demo: venv
 ## demo-down: stop everything the demo (or stack-up) started
 demo-down: venv
 	$(BIN)/python -m dev.demo down
+
+## soak: the fault-injecting soak on the local node (root; docs/reliability.md): SEED=1 DURATION=300 (seconds); FULL=1 for 10 namespaces, 50 bindings, 20 client pods
+SEED ?= 1
+DURATION ?= 300
+soak: venv
+	$(BIN)/python -m bench.soak --seed $(SEED) --duration $(DURATION) $(if $(FULL),--full,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -257,25 +257,11 @@ def run_scenario() -> int:
 
 def install_chart(stack: Stack) -> None:
     """helm install of the chart on the node, from the locally built image (pullPolicy Never)."""
-    import os
+    from dev.stack.chart import NodeChart
 
-    from dev.helm import ensure_helm
-
-    repository, tag = stack.node["images"]["project"].rsplit(":", 1)
-    env = dict(os.environ, KUBECONFIG=str(stack.kube.kubeconfig))
-    kubectl(stack, "create", "namespace", CHART_NAMESPACE)
-    kubectl(stack, "label", "namespace", CHART_NAMESPACE,
-            "pod-security.kubernetes.io/enforce=restricted")
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(ensure_helm()), "install", "msa", str(ROOT / "charts" / "mlflow-secrets-auth"),
-         "-n", CHART_NAMESPACE, "--set", f"image.repository={repository}",
-         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-         "--set", "operator.replicas=2", "--set", "webhook.replicas=2",
-         "--wait", "--timeout", "5m"], env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"demo: helm install failed: {result.stderr}")
-    detail(f"helm install --wait: {time.monotonic() - started:.1f}s")
+    chart = NodeChart(stack.kube, stack.node["images"]["project"], CHART_NAMESPACE)
+    took = chart.install(operator_replicas=2, webhook_replicas=2, timeout=300)
+    detail(f"helm install --wait, then the 4 pods ready: {took:.1f}s")
     detail(kubectl(stack, "get", "pods", "-n", CHART_NAMESPACE, "-o", "wide"))
 
 
@@ -301,6 +287,8 @@ def node_pod_manifest(stack: Stack, ns: str, experiment: str) -> dict:
 
 def run_scenario_node() -> int:
     """The scenario on the local node: chart pods, a real kubelet, the MLflow client image."""
+    from dev.stack.chart import json_log
+
     stack = Stack()
     if not stack.node:
         raise SystemExit("demo: no node recorded; `make demo-down`, then `make demo` as root")
@@ -341,14 +329,7 @@ def run_scenario_node() -> int:
         return 1
 
     def events() -> list[dict]:
-        logs = stack.kube.kubectl("logs", "-n", ns, "trainer", "-c", "train", check=False).stdout
-        out = []
-        for line in logs.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
+        return json_log(stack.kube.kubectl, ns, "trainer", "train")
 
     def of(kind: str) -> list[dict]:
         return [e for e in events() if e.get("event") == kind]

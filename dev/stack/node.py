@@ -37,6 +37,9 @@ BRIDGE = "msa0"
 POD_CIDR = "10.244.0.0/24"
 NODE_IP = "10.244.0.1"
 NODE_NAME = "msa-node"
+# Pods get addresses 10.244.0.10-250 (the CNI range below): 241. The kubelet's own default (110)
+# would stop the burst tests (tests/e2e/test_pod_burst.py, bench/soak) short of the range.
+MAX_PODS = 240
 CHAINS = {"INPUT": "MSA-NODE-IN", "FORWARD": "MSA-NODE-FWD"}
 # what the kubelet writes into /proc/sys when protectKernelDefaults is false; put back at stop
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -260,14 +263,28 @@ class LocalNode:
             self._start_kubelet()
             self._start_scheduler()
             self._start_proxy()
-            wait_until(self.node_ready, timeout, f"node {NODE_NAME} Ready",
-                       proc=self._kubelet, interval=1.0)
+            self._wait_kubelet_ready(timeout)
             wait_until(self._proxy_synced, 60, "kube-proxy's rules for the `kubernetes` Service",
                        proc=self._proxy, interval=0.5)
             return self
         except BaseException:
             self.stop()
             raise
+
+    def _wait_kubelet_ready(self, timeout: float) -> None:
+        """The node Ready. containerd answers `ctr version` before its CRI plugin is initialized
+        (slower when its root holds many snapshots from an earlier run); a kubelet started in
+        that window exits with "server is not initialized yet": start it again, a few times."""
+        for attempt in range(5):
+            try:
+                wait_until(self.node_ready, timeout, f"node {NODE_NAME} Ready",
+                           proc=self._kubelet, interval=1.0)
+                return
+            except StackError as exc:
+                if "not initialized yet" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(2.0)
+                self._kubelet.start()
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         assert self.run_dir is not None
@@ -396,7 +413,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                                "x509": {"clientCAFile": str(self.pki / "ca.crt")}},
             "authorization": {"mode": "AlwaysAllow"},  # only the run CA's certs get past authn
             "resolvConf": "", "clusterDomain": "cluster.local",
-            "podCIDR": POD_CIDR, "maxPods": 30, "failSwapOn": False,
+            "podCIDR": POD_CIDR, "maxPods": MAX_PODS, "failSwapOn": False,
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},

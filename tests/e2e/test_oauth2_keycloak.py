@@ -22,7 +22,6 @@ import statistics
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +29,7 @@ from mlflow_secrets_auth.rfc3339 import parse_rfc3339
 from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
 from mlflow_secrets_auth_operator import jwt_claims
 from dev.stack import pod_client
+from dev.stack.chart import NodeChart, json_log
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
@@ -39,7 +39,6 @@ from tests.e2e.waiting import wait_for
 LIFESPAN = 60          # seconds: Keycloak access-token lifespan of the test's client
 # Renewals the pod must ride through: one about every 40 s (two thirds of the token's life).
 RENEWALS = int(os.environ.get("MSA_E2E_OAUTH2_RENEWALS", "5"))
-CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
 
 # Generous: the first test of a session also waits for Keycloak and the control plane to start.
 pytestmark = pytest.mark.timeout(1500)
@@ -189,14 +188,6 @@ def test_an_unreachable_issuer_keeps_the_binding_ready_until_the_token_expires_t
 
 
 # --- on the local node: the pod through the chart's operator and webhook pods --------------------
-def _chart_pods_ready(kubectl, ns: str, count: int):
-    pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    ready = [p for p in live if p["status"].get("phase") == "Running"
-             and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
-    return live if len(live) == count and len(ready) == count else None
-
-
 @pytest.fixture(scope="module")
 def node_stack(node, mlflow_plain, tmp_path_factory):  # noqa: F811 - node is the imported fixture
     """On the node: Keycloak, OpenBao (Kubernetes auth against the node's API server) and the nginx
@@ -205,9 +196,7 @@ def node_stack(node, mlflow_plain, tmp_path_factory):  # noqa: F811 - node is th
     from dev.stack.authfront import AuthFront
     from dev.stack.keycloak import Keycloak
     from dev.stack.openbao import OpenBao
-    from tests.e2e.test_pod_e2e import Helm
 
-    kubectl = node.kube.kubectl
     base = tmp_path_factory.mktemp("oauth2-node")
     keycloak = Keycloak(host=NODE_IP)
     keycloak_error: list[BaseException] = []
@@ -223,22 +212,13 @@ def node_stack(node, mlflow_plain, tmp_path_factory):  # noqa: F811 - node is th
     starter.start()
     bao = OpenBao(host=NODE_IP, kube=node.kube)
     front = AuthFront(mlflow_plain, host=NODE_IP)
-    ns = f"msa-system-{secrets.token_hex(3)}"
-    helm = Helm(node, ns)
-    installed = False
+    chart = NodeChart(node.kube, node.images.names["project"],
+                      f"msa-system-{secrets.token_hex(3)}")
     try:
         bao.start(base / "openbao")
         front.start(base)
-        kubectl("create", "namespace", ns)
-        kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-        repository, tag = node.images.names["project"].rsplit(":", 1)
-        helm("install", "msa", str(CHART), "--set", f"image.repository={repository}",
-             "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-             "--set", "operator.replicas=1", "--set", "webhook.replicas=1",
-             "--set", "operator.nudgePods=true", "--wait", "--timeout", "4m")
-        installed = True
-        wait_for(lambda: _chart_pods_ready(kubectl, ns, 2), 120, "the chart's 2 pods ready",
-                 interval=1.0)
+        chart.install(operator_replicas=1, webhook_replicas=1,
+                      values={"operator.nudgePods": "true"})
         starter.join(timeout=1200)
         if keycloak_error:
             raise keycloak_error[0]
@@ -250,13 +230,12 @@ def node_stack(node, mlflow_plain, tmp_path_factory):  # noqa: F811 - node is th
         hosts = {a.rsplit(":", 1)[0].removeprefix("[::ffff:").strip("[]") for a in listening}
         assert listening and hosts <= {NODE_IP, "127.0.0.1"}, listening
         print(f"\nKeycloak, OpenBao and the front listen on: {sorted(listening)}")
-        yield {"namespace": ns, "keycloak": keycloak, "openbao": bao, "front": front}
+        yield {"namespace": chart.namespace, "keycloak": keycloak, "openbao": bao,
+               "front": front}
     finally:
         starter.join(timeout=1200)
         try:
-            if installed:
-                helm("uninstall", "msa", "--wait")
-            kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            chart.uninstall()
         finally:  # the processes on the host stop even when the API server is gone
             front.stop()
             bao.stop()
@@ -341,16 +320,7 @@ class SecretWatch:
 
 
 def _pod_events(kubectl, ns: str) -> list[dict]:
-    logs = kubectl("logs", "-n", ns, "trainer", "-c", "train", check=False).stdout
-    events = []
-    for line in logs.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
-    return events
+    return [e for e in json_log(kubectl, ns, "trainer", "train") if "event" in e]
 
 
 @pytest.mark.timeout(1800)  # Keycloak's start-up, helm, then RENEWALS x ~40 s of logging

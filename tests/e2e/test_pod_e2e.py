@@ -18,20 +18,18 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from mlflow_secrets_auth_api import ANNOTATION_SYNC, API_VERSION, KIND
 from dev.stack import pod_client
+from dev.stack.chart import NodeChart, json_log
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.test_stack_node import node  # noqa: F401 - the module-scoped node fixture
 from tests.e2e.waiting import wait_for
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
 NUDGED_ROTATIONS = int(os.environ.get("MSA_E2E_NUDGED_ROTATIONS", "10"))
 KUBELET_ROTATIONS = int(os.environ.get("MSA_E2E_KUBELET_ROTATIONS", "3"))
 # Correctness bounds, not speed targets: a nudged rotation is expected in about a second (issue 12
@@ -45,29 +43,6 @@ KUBELET_LIMIT_S = 180.0
 CLIENT = pod_client.script()
 
 
-class Helm:
-    def __init__(self, node, namespace: str):
-        from dev.helm import ensure_helm
-
-        self.binary = str(ensure_helm())
-        self.namespace = namespace
-        self.env = dict(os.environ, KUBECONFIG=str(node.kube.kubeconfig))
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([self.binary, *args, "--namespace", self.namespace], env=self.env,
-                                capture_output=True, text=True, timeout=360)
-        assert result.returncode == 0, f"helm {args[0]}: {result.stderr}"
-        return result
-
-
-def _chart_pods_ready(kubectl, ns: str):
-    pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    ready = [p for p in live if p["status"].get("phase") == "Running"
-             and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
-    return live if len(live) == 4 and len(ready) == 4 else None
-
-
 @pytest.fixture(scope="module")
 def stack(node, tmp_path_factory):  # noqa: F811 - node is the imported fixture
     """On the node: the chart (helm, 2 operator + 2 webhook pods), OpenBao and the MLflow server
@@ -75,7 +50,6 @@ def stack(node, tmp_path_factory):  # noqa: F811 - node is the imported fixture
     from dev.stack.mlflow_server import MlflowServer
     from dev.stack.openbao import OpenBao
 
-    kubectl = node.kube.kubectl
     base = tmp_path_factory.mktemp("pod-e2e")
     mlflow = MlflowServer(auth=True, host=NODE_IP)
     mlflow_error: list[BaseException] = []
@@ -89,33 +63,24 @@ def stack(node, tmp_path_factory):  # noqa: F811 - node is the imported fixture
     starter = threading.Thread(target=start_mlflow, daemon=True)
     starter.start()
     bao = OpenBao(host=NODE_IP)
-    ns = f"msa-system-{secrets.token_hex(3)}"
-    helm = Helm(node, ns)
-    installed = False
+    chart = NodeChart(node.kube, node.images.names["project"],
+                      f"msa-system-{secrets.token_hex(3)}")
     try:
         bao.start(base / "openbao")
-        kubectl("create", "namespace", ns)
-        kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-        repository, tag = node.images.names["project"].rsplit(":", 1)
-        helm("install", "msa", str(CHART), "--set", f"image.repository={repository}",
-             "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-             "--set", "operator.replicas=2", "--set", "webhook.replicas=2",
-             "--set", "operator.nudgePods=true", "--wait", "--timeout", "4m")
-        installed = True
-        wait_for(lambda: _chart_pods_ready(kubectl, ns), 120, "the chart's 4 pods ready",
-                 interval=1.0)
+        chart.install(operator_replicas=2, webhook_replicas=2,
+                      values={"operator.nudgePods": "true"})
         starter.join(timeout=600)
         if mlflow_error:
             raise mlflow_error[0]
         assert mlflow.port and mlflow.host == NODE_IP
-        yield {"namespace": ns, "helm": helm, "openbao": bao, "mlflow": mlflow}
+        yield {"namespace": chart.namespace, "chart": chart, "openbao": bao, "mlflow": mlflow}
     finally:
         starter.join(timeout=600)
-        if installed:
-            helm("uninstall", "msa", "--wait")
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        bao.stop()
-        mlflow.stop()
+        try:
+            chart.uninstall()
+        finally:
+            bao.stop()
+            mlflow.stop()
 
 
 class Team:
@@ -209,14 +174,7 @@ class Team:
                             "jsonpath={.status.phase}").stdout
 
     def events(self) -> list[dict]:
-        logs = self.kubectl("logs", "-n", self.ns, "trainer", "-c", "train", check=False).stdout
-        out = []
-        for line in logs.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
+        return json_log(self.kubectl, self.ns, "trainer", "train")
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events() if e.get("event") == kind]
@@ -344,21 +302,16 @@ def test_mutated_pod_logs_to_mlflow_and_survives_credential_rotation(node, stack
 def test_rotation_at_the_kubelets_pace_without_nudging(node, stack):  # noqa: F811
     """``operator.nudgePods=false``: the same path, for comparison; the new credential arrives at
     the kubelet's next pod sync, and the pod still makes no failed call."""
-    kubectl, ns = node.kube.kubectl, stack["namespace"]
-    stack["helm"]("upgrade", "msa", str(CHART), "--reuse-values", "--set",
-                  "operator.nudgePods=false", "--wait", "--timeout", "4m")
+    chart = stack["chart"]
+    chart.upgrade({"operator.nudgePods": "false"})
     try:
-        def nudging_off():
-            pods = _chart_pods_ready(kubectl, ns)
-            if not pods:
-                return None
+        def nudging_off(pods):
             ops = [p for p in pods if "operator" in p["metadata"]["name"]]
             envs = [{e["name"]: e.get("value") for e in c.get("env", [])}
                     for p in ops for c in p["spec"]["containers"]]
-            return ops if envs and all(e.get("MSA_NUDGE_PODS") == "false" for e in envs) else None
+            return bool(envs) and all(e.get("MSA_NUDGE_PODS") == "false" for e in envs)
 
-        wait_for(nudging_off, 180, "operator pods with MSA_NUDGE_PODS=false, all 4 ready",
-                 interval=1.0)
+        chart.wait_ready(180, extra=nudging_off)
         team = Team(node, stack, f"t-kbl-{secrets.token_hex(3)}")
         try:
             team.setup()
@@ -368,10 +321,9 @@ def test_rotation_at_the_kubelets_pace_without_nudging(node, stack):  # noqa: F8
             print("\n" + _figure("nudging off: write in OpenBao + force-sync -> first MLflow "
                                  "request with the new credential", delays))
             team.check_clean_run()
-            team.check_no_secret_leaked(ns)
+            team.check_no_secret_leaked(chart.namespace)
             assert all(0 < d < KUBELET_LIMIT_S for d in delays), delays
         finally:
             team.cleanup()
     finally:
-        stack["helm"]("upgrade", "msa", str(CHART), "--reuse-values", "--set",
-                      "operator.nudgePods=true", "--wait", "--timeout", "4m")
+        chart.upgrade({"operator.nudgePods": "true"})

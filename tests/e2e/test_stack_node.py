@@ -19,7 +19,6 @@ import secrets
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,6 @@ if os.environ.get("MSA_USE_EXISTING_CLUSTER", "").strip().lower() in ("1", "true
     pytest.skip("the local node belongs to the local stack, not to $KUBECONFIG's cluster",
                 allow_module_level=True)
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
 ROTATIONS = 3
 # The kubelet refreshes a Secret volume when it next syncs the pod: syncFrequency (1 min) plus
 # jitter. Twice that plus start-up slack is a failure, not slowness.
@@ -262,48 +260,24 @@ def test_restricted_pod_reads_secret_reaches_services_and_sees_rotation(node, no
 def chart(node):
     """The chart installed with helm from the locally built image (pullPolicy Never): 2 operator
     and 2 webhook replicas in a namespace that enforces the restricted Pod Security level."""
-    import subprocess
+    from dev.stack.chart import NodeChart
 
-    from dev.helm import ensure_helm
-
-    kubectl = node.kube.kubectl
-    ns = f"msa-system-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", ns)
-    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    env = dict(os.environ, KUBECONFIG=str(node.kube.kubeconfig))
-    repository, tag = node.images.names["project"].rsplit(":", 1)
-
-    def helm(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(ensure_helm()), *args, "--namespace", ns], env=env,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"helm {args[0]}: {result.stderr}"
-        return result
-
-    started = time.monotonic()
-    helm("install", "msa", str(CHART), "--set", f"image.repository={repository}",
-         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-         "--set", "operator.replicas=2", "--set", "webhook.replicas=2", "--wait", "--timeout", "4m")
+    chart = NodeChart(node.kube, node.images.names["project"],
+                      f"msa-system-{secrets.token_hex(3)}")
     try:
-        yield {"namespace": ns, "started": started}
+        took = chart.install(operator_replicas=2, webhook_replicas=2)
+        yield {"namespace": chart.namespace, "took": took, "chart": chart}
     finally:
-        helm("uninstall", "msa", "--wait")
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        chart.uninstall()
 
 
 def test_helm_chart_runs_on_the_node_and_the_webhook_answers_through_its_service(node, chart):
     """The chart's operator (2 replicas, kopf peering) and webhook (2 replicas) run as pods from
     the locally built image under the restricted level, and the API server reaches the webhook
     through its Service."""
-    kubectl, ns = node.kube.kubectl, chart["namespace"]
-
-    def running():
-        pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
-        ready = [p for p in pods if p["status"].get("phase") == "Running"
-                 and all(c.get("ready") for c in p["status"].get("containerStatuses", []))]
-        return pods if len(pods) == 4 and len(ready) == 4 else None
-
-    pods = wait_for(running, 120, "4 Running, ready pods (2 operator, 2 webhook)", interval=1.0)
-    print(f"\nhelm install -> 4 pods Running and ready: {time.monotonic() - chart['started']:.1f}s")
+    kubectl = node.kube.kubectl
+    pods = chart["chart"].wait_ready(120, count=4)  # 2 operator, 2 webhook
+    print(f"\nhelm install -> 4 pods Running and ready: {chart['took']:.1f}s")
     assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
     for pod in pods:
         statuses = pod["status"]["containerStatuses"]
