@@ -3,6 +3,7 @@
     python -m dev.compat                 every row (``make compat``); prints the result table
     python -m dev.compat --reduced       the rows CI runs (the test ``tests/e2e/test_mlflow_versions.py``)
     python -m dev.compat --prepare-only  only create the cached client venvs
+    python -m dev.compat --only-cached   only the rows whose venv is cached (the others listed as not run)
 
 Each row is one MLflow release in one form (``mlflow-skinny`` or the full ``mlflow``), installed
 once into a clean venv under ``<cache>/venvs/`` (``dev/stack/clientenv.py``). Our package is never
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from dev.stack.clientenv import client_python
+from dev.stack.clientenv import client_python, is_cached
 
 ROOT = Path(__file__).resolve().parent.parent
 OLDEST = "2.8.0"
@@ -244,6 +245,9 @@ def table(results: Sequence[Result]) -> str:
     lines = ["| MLflow package | version | result | doctor |",
              "|---|---|---|---|"]
     for r in results:
+        if r.detail.startswith("not run"):
+            lines.append("| `%s` | %s | not run: venv not cached | |" % (r.row.dist, r.row.version))
+            continue
         if r.row.expect_refusal:
             verdict = "refused as expected" if r.passed else "FAIL: " + r.detail
             doctor = "FAIL (exit %s): no `mlflow.request_auth_provider`" % r.doctor_rc
@@ -273,8 +277,20 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="rows (installs and runs) at a time (default 2)")
     parser.add_argument("--reverse", action="store_true",
                         help="prepare the venvs newest first (a second session can share the work)")
+    parser.add_argument("--only-cached", action="store_true",
+                        help="run only the rows whose venv is already cached; list the others "
+                             "as not run")
+    parser.add_argument("--only", metavar="ID,...",
+                        help="only these rows, e.g. mlflow-skinny-3.14.0,mlflow-3.18.0")
     args = parser.parse_args(argv)
     rows = matrix(args.reduced)
+    if args.only:
+        wanted = set(args.only.split(","))
+        rows = [r for r in rows if r.id in wanted]
+    skipped: List[Row] = []
+    if args.only_cached and not args.prepare_only:
+        skipped = [r for r in rows if not is_cached(r.version, r.dist)]
+        rows = [r for r in rows if r not in skipped]
     if args.prepare_only:
         prepare(rows[::-1] if args.reverse else rows, args.jobs)
         return 0
@@ -300,11 +316,16 @@ def main(argv=None) -> int:
             results = list(pool.map(one, rows))
     finally:
         server.stop()
+    results += [Result(r, passed=False, detail="not run: venv not cached (--only-cached)")
+                for r in skipped]
+    results.sort(key=lambda r: (r.row.dist != "mlflow-skinny",
+                                tuple(int(p) for p in r.row.version.split("."))))
     print()
     print(table(results))
-    failed = [r for r in results if not r.passed]
-    print("\n%d rows, %d passed, %d failed (run dir %s)" % (len(results), len(results) - len(failed),
-                                                          len(failed), workdir))
+    failed = [r for r in results if not r.passed and r.row not in skipped]
+    print("\n%d rows, %d passed, %d failed, %d not run (run dir %s)" % (
+        len(results), len(results) - len(failed) - len(skipped), len(failed), len(skipped),
+        workdir))
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
