@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv test test-unit test-e2e lint generate stack-up stack-down demo demo-down soak clean
+.PHONY: venv test test-unit test-e2e compat lint generate stack-up stack-down demo demo-down soak clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -25,6 +25,10 @@ test-unit: venv
 
 test-e2e: venv
 	$(BIN)/python -m pytest tests/e2e
+
+## compat: the whole MLflow versions matrix (every 2.x minor from 2.8.0, every 3.x minor; venvs cached), prints the table in docs/compatibility.md
+compat: venv
+	$(BIN)/python -m dev.compat
 
 lint: venv
 	$(BIN)/lint-imports

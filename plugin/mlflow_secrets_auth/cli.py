@@ -1,7 +1,8 @@
 """``mlflow-secrets-auth``: show the effective configuration and diagnose it.
 
     mlflow-secrets-auth info                 configuration, secrets redacted (no network)
-    mlflow-secrets-auth doctor               check the configuration and read/fetch the credential
+    mlflow-secrets-auth doctor               check MLflow (>= 2.8.0), the configuration, and
+                                             read/fetch the credential
     mlflow-secrets-auth doctor --dry-run URL also call URL's MLflow API with the credential,
                                              only if URL's host is allowed
 
@@ -24,6 +25,10 @@ from .credentials import CONTRACT_FILES, Credential, CredentialError, snapshot_d
 from .rfc3339 import rfc3339
 
 SEARCH_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
+#: The first MLflow release whose client loads ``mlflow.request_auth_provider`` plugins.
+FIRST_MLFLOW_WITH_PLUGINS = "2.8.0"
+ENTRY_POINT_GROUP = "mlflow.request_auth_provider"
+_REGISTRY = os.path.join("tracking", "request_auth", "registry.py")
 
 
 class Report:
@@ -108,6 +113,55 @@ def _check_selection(env: Mapping[str, str], report: Report) -> None:
                     "plugin" % NAME,
                     "pip install mlflow-secrets-auth, or put the payload directory (with its "
                     ".dist-info) on PYTHONPATH")
+
+
+def _mlflow_package_dir() -> Optional[str]:
+    """The directory of the ``mlflow`` package this Python would import, without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mlflow")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def _mlflow_version(package_dir: str) -> str:
+    import re
+
+    try:
+        with open(os.path.join(package_dir, "version.py"), encoding="utf-8") as fh:
+            match = re.search(r"""^VERSION\s*=\s*["']([^"']+)["']""", fh.read(), re.M)
+    except OSError:
+        match = None
+    return match.group(1) if match else "(unknown version)"
+
+
+def _check_mlflow(report: Report) -> None:
+    """MLflow must be importable and load ``mlflow.request_auth_provider`` plugins (>= 2.8.0);
+    an older MLflow ignores ``MLFLOW_TRACKING_AUTH`` and would send requests without the
+    credential. Reads files only: importing MLflow takes seconds."""
+    package_dir = _mlflow_package_dir()
+    if package_dir is None:
+        report.fail("MLflow is not importable by this Python (%s)" % sys.executable,
+                    "run the MLflow client with a Python that has mlflow or mlflow-skinny >= %s"
+                    % FIRST_MLFLOW_WITH_PLUGINS)
+        return
+    version = _mlflow_version(package_dir)
+    try:
+        with open(os.path.join(package_dir, _REGISTRY), encoding="utf-8") as fh:
+            supported = ENTRY_POINT_GROUP in fh.read()
+    except OSError:
+        supported = False
+    if supported:
+        report.ok("MLflow %s loads %s plugins" % (version, ENTRY_POINT_GROUP))
+    else:
+        report.fail("MLflow %s (%s) has no %s entry point group (MLflow %s added it): it ignores "
+                    "MLFLOW_TRACKING_AUTH and sends requests without the credential"
+                    % (version, package_dir, ENTRY_POINT_GROUP, FIRST_MLFLOW_WITH_PLUGINS),
+                    "use an image with mlflow or mlflow-skinny >= %s" % FIRST_MLFLOW_WITH_PLUGINS)
 
 
 def _check_allowlist(env: Mapping[str, str], report: Report) -> Allowlist:
@@ -235,6 +289,7 @@ def _dry_run(url: str, env: Mapping[str, str], cred: Optional[Credential], timeo
 def cmd_doctor(env: Mapping[str, str], out: TextIO, dry_run: Optional[str],
                timeout: float) -> int:
     report = Report(out)
+    _check_mlflow(report)
     _check_selection(env, report)
     _check_allowlist(env, report)
     cred = _load_credential(env, report)

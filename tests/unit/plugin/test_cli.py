@@ -120,3 +120,64 @@ def test_the_console_script_and_python_dash_m_both_run():
                 [sys.executable, "-m", "mlflow_secrets_auth", "--version"]):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.strip() == "0.1.0", out.stderr
+
+
+def fake_mlflow(root, version, with_registry):
+    pkg = root / "mlflow"
+    (pkg / "tracking" / "request_auth").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "version.py").write_text('VERSION = "%s"\n' % version)
+    if with_registry:
+        (pkg / "tracking" / "request_auth" / "registry.py").write_text(
+            'REQUEST_AUTH_PROVIDER_ENTRYPOINT = "mlflow.request_auth_provider"\n')
+    return str(pkg)
+
+
+def test_doctor_fails_clearly_on_an_mlflow_without_the_entry_point_group(tmp_path, monkeypatch):
+    from mlflow_secrets_auth import cli
+
+    monkeypatch.setattr(cli, "_mlflow_package_dir", lambda: fake_mlflow(tmp_path, "2.7.1", False))
+    code, text = run(["doctor"], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 1
+    assert "[FAIL] MLflow 2.7.1" in text
+    assert "no mlflow.request_auth_provider entry point group (MLflow 2.8.0 added it)" in text
+    assert "fix: use an image with mlflow or mlflow-skinny >= 2.8.0" in text
+
+
+def test_doctor_accepts_an_mlflow_with_the_entry_point_group(tmp_path, monkeypatch):
+    from mlflow_secrets_auth import cli
+
+    monkeypatch.setattr(cli, "_mlflow_package_dir", lambda: fake_mlflow(tmp_path, "2.8.0", True))
+    code, text = run(["doctor"], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 0, text
+    assert "[ok] MLflow 2.8.0 loads mlflow.request_auth_provider plugins" in text
+
+
+def test_doctor_fails_when_mlflow_is_not_importable(tmp_path, monkeypatch):
+    from mlflow_secrets_auth import cli
+
+    monkeypatch.setattr(cli, "_mlflow_package_dir", lambda: None)
+    code, text = run(["doctor"], pod_env(tmp_path, "http://mlflow:5000"))
+    assert code == 1 and "[FAIL] MLflow is not importable by this Python" in text
+
+
+def test_doctor_reads_the_version_of_this_pythons_mlflow_from_its_files():
+    from mlflow_secrets_auth import cli
+
+    package_dir = cli._mlflow_package_dir()
+    assert package_dir is not None
+    import importlib.metadata
+
+    installed = {importlib.metadata.version(d) for d in ("mlflow", "mlflow-skinny")
+                 if _installed(d)}
+    assert cli._mlflow_version(package_dir) in installed
+
+
+def _installed(dist):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
