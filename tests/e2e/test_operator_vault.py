@@ -285,3 +285,31 @@ def test_a_credential_with_an_expiry_is_refreshed_ahead_of_it_and_exported_as_me
                                      binding="jwt") > 3000, 10, "the seconds-to-expiry gauge")
     assert operator.metric("msa_provider_calls_total", provider="vault", result="ok") >= 2
     assert operator.metric("msa_sync_duration_seconds_count", provider="vault") >= 2
+
+
+def test_a_binding_from_before_the_scheduler_loses_the_old_finalizer_and_its_deletion_takes_the_secret(
+        openbao, operator, kube_api, vault_token_ns):
+    """Bindings created by the daemon design carry the finalizer mlflow-secrets-auth.io/operator;
+    nothing needs it now: kopf removes it, and deleting the binding removes its Secret (GC)."""
+    ns, value = vault_token_ns, "tok-" + secrets.token_hex(12)
+    operator.used(value)
+    _write_kv2(openbao, f"{ns}/old", {"token": value})
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MlflowAuthBinding",
+            "metadata": {"name": "old", "namespace": ns,
+                         "finalizers": ["mlflow-secrets-auth.io/operator"]},
+            "spec": _token_binding(openbao, f"{ns}/old")}
+    custom_api(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    wait_ready(kube_api, ns, "old")
+    wait_for(lambda: not get_binding(kube_api, ns, "old")["metadata"].get("finalizers"), 30,
+             "the old finalizer to be removed")
+    assert read_secret(kube_api, ns, "old-mlflow-auth") is not None
+    custom_api(kube_api).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "old")
+
+    def gone(read):
+        try:
+            return read() is None
+        except ApiException as exc:
+            return exc.status == 404
+    wait_for(lambda: gone(lambda: get_binding(kube_api, ns, "old")), 30, "the binding to go")
+    wait_for(lambda: gone(lambda: read_secret(kube_api, ns, "old-mlflow-auth")), 60,
+             "its Secret to be garbage-collected")
