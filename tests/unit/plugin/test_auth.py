@@ -139,7 +139,7 @@ def test_a_rotated_volume_is_used_at_the_next_poll_without_a_restart(tmp_path, s
     srv = serve()
     vol = volume(tmp_path, {"token": "old-token"})
     timer = ManualTimer()
-    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), schedule=timer)
+    auth = make_auth(FileSource(str(vol.root)), None, srv.url(), timer=timer)
     s = session()
     s.get(srv.url(), auth=auth)
     vol.write({"token": "new-token"})
