@@ -266,23 +266,9 @@ def install_chart(stack: Stack) -> None:
 
 
 def node_pod_manifest(stack: Stack, ns: str, experiment: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "trainer", "namespace": ns,
-                         "labels": {"mlflow-secrets-auth/inject": "true"}},
-            "spec": {"restartPolicy": "Never", "enableServiceLinks": False,
-                     "securityContext": {"runAsNonRoot": True, "runAsUser": 4242,
-                                         "runAsGroup": 4242,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{
-                         "name": "train", "image": stack.node["images"]["client"],
-                         "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
-                         "env": [{"name": "EXPERIMENT", "value": experiment},
-                                 {"name": "HOME", "value": "/tmp"}],
-                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                         "securityContext": {"allowPrivilegeEscalation": False,
-                                             "readOnlyRootFilesystem": True,
-                                             "capabilities": {"drop": ["ALL"]}}}],
-                     "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+    pod = pod_client.manifest("trainer", stack.node["images"]["client"], {"EXPERIMENT": experiment})
+    pod["metadata"]["namespace"] = ns
+    return pod
 
 
 def run_scenario_node() -> int:

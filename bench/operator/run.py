@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlflow_secrets_auth_api import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from dev.stack.metrics import metric_sum
 from dev.stack.proc import ManagedProcess, free_port, http_ok, wait_until
 from dev.stack.kube import LocalKube
 from dev.stack.openbao import OpenBao
@@ -51,15 +52,7 @@ def scrape(url: str) -> str:
 
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``, in one scrape ``text``."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
-        if match and match.group(1) == name:
-            have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(match.group(4))
-    return total
-
+    return metric_sum(text, name, labels)
 
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.soak import faults
+from dev.stack import pod_client
 from dev.stack.chart import NodeChart
 from dev.stack.node import NODE_IP
+from mlflow_secrets_auth_api import ANNOTATION_BINDING, API_VERSION, KIND
+from mlflow_secrets_auth_api import ANNOTATION_SYNC as SYNC
+from mlflow_secrets_auth_api import LABEL_BINDING as SECRET_BINDING
+from mlflow_secrets_auth_api import LABEL_INJECT as INJECT
+from mlflow_secrets_auth_api import LABEL_MANAGED_BY, MANAGED_BY
+from mlflow_secrets_auth_api import LABEL_POD_BINDING as POD_BINDING
 
-INJECT = "mlflow-secrets-auth/inject"
-POD_BINDING = "mlflow-secrets-auth/binding"
-SECRET_BINDING = "mlflow-secrets-auth.io/binding"
-MANAGED = "app.kubernetes.io/managed-by=mlflow-secrets-auth"
-SYNC = "mlflow-secrets-auth.io/sync-requested"
+MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ class Soak:
             credential = {"type": "basic", "format": "json"} if b.basic else \
                 {"type": "header", "headerName": "X-Soak-Auth", "tokenKey": "value"}
             self.api("apply", "-f", "-", input=json.dumps({
-                "apiVersion": "mlflow-secrets-auth.io/v1alpha1", "kind": "MlflowAuthBinding",
+                "apiVersion": API_VERSION, "kind": KIND,
                 "metadata": {"name": name, "namespace": ns},
                 "spec": {"provider": {"vault": {"address": self.bao.addr, "path": b.path,
                                                 "kvVersion": "2", "auth": auths[kind]}},
@@ -287,26 +290,11 @@ class Soak:
         return written
 
     def _client_pod(self, b: Binding) -> dict:
-        return {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": b.pod, "labels": {INJECT: "true", "soak": "client"},
-                         "annotations": {"mlflow-secrets-auth/binding": b.name}},
-            "spec": {
-                "restartPolicy": "Never", "enableServiceLinks": False,
-                "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 4242, "runAsGroup": 4242,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "client", "image": self.node.images.names["client"],
-                    "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
-                    "env": [{"name": "EXPERIMENT", "value": f"soak-{b.ns}-{b.name}"},
-                            {"name": "INTERVAL", "value": str(self.scale.client_interval)},
-                            {"name": "HOME", "value": "/tmp"}],
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-                "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+        return pod_client.manifest(
+            b.pod, self.node.images.names["client"],
+            {"EXPERIMENT": f"soak-{b.ns}-{b.name}", "INTERVAL": str(self.scale.client_interval)},
+            labels={"soak": "client"}, annotations={ANNOTATION_BINDING: b.name},
+            container="client", program=CLIENT)
 
     def _pod_log(self, b: Binding) -> list[dict]:
         out = self.kubectl("logs", "-n", b.ns, b.pod, "-c", "client", check=False).stdout
@@ -461,7 +449,7 @@ class Soak:
             return {"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": f"burst-{i:03d}", "labels": {INJECT: "true",
                                                                        "soak": "burst"},
-                                 "annotations": {"mlflow-secrets-auth/binding": "vk"}},
+                                 "annotations": {ANNOTATION_BINDING: "vk"}},
                     "spec": {"restartPolicy": "Always", "enableServiceLinks": False,
                              "automountServiceAccountToken": False,
                              "terminationGracePeriodSeconds": 0,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
+from dev.stack.metrics import metric_sum  # noqa: F401  (re-exported for the node tests)
 from dev.stack.proc import StackError
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "mlflow-secrets-auth"
@@ -128,22 +129,6 @@ def json_log(kubectl, namespace: str, pod: str, container: str | None = None) ->
         if isinstance(value, dict):
             out.append(value)
     return out
-
-
-def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``, in a Prometheus text
-    exposition."""
-    import re
-
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? ([-+\deE.naif]+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(have.get(k) == v for k, v in (labels or {}).items()):
-            total += float(match.group(4))
-    return total
 
 
 def scrape(pods: list[dict], component: str, port: int = 8080) -> dict[str, str]:

@@ -22,6 +22,35 @@ def script() -> str:
     return Path(__file__).read_text()
 
 
+def manifest(name: str, image: str, env: dict[str, str], *, labels: dict[str, str] | None = None,
+             annotations: dict[str, str] | None = None, container: str = "train",
+             program: str | None = None, working_dir: str | None = None) -> dict:
+    """A labelled pod that runs ``program`` (default: this client) under the restricted Pod
+    Security profile, as a user's training pod would: non-root, read-only root filesystem, no
+    capabilities, a writable ``/tmp``, no ServiceAccount token, no service links. ``env`` gets
+    ``HOME=/tmp``. The label asks the webhook to inject it."""
+    from mlflow_secrets_auth_api import LABEL_INJECT
+
+    box = {"name": container, "image": image, "imagePullPolicy": "Never",
+           "command": ["python", "-c", program if program is not None else script()],
+           "env": [{"name": k, "value": v} for k, v in {**env, "HOME": "/tmp"}.items()],
+           "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+           "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                               "capabilities": {"drop": ["ALL"]}}}
+    if working_dir:
+        box["workingDir"] = working_dir
+    metadata: dict = {"name": name, "labels": {LABEL_INJECT: "true", **(labels or {})}}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"restartPolicy": "Never", "enableServiceLinks": False,
+                     "automountServiceAccountToken": False,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 4242,
+                                         "runAsGroup": 4242,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [box], "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+
+
 def main() -> None:
     import base64
     import json

@@ -17,6 +17,7 @@ from typing import Dict, Optional
 import pytest
 
 from mlflow_secrets_auth_api import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from dev.stack.metrics import metric_sum
 from dev.stack.proc import ManagedProcess, free_port, http_ok, wait_until
 from dev.stack.project import CRD
 from tests.e2e.waiting import wait_for
@@ -62,15 +63,7 @@ class OperatorProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples whose labels include ``labels``."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? ([-+\deE.naif]+)$", line)
-            if not match or match.group(1) != name:
-                continue
-            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(match.group(4))
-        return total
+        return metric_sum(self.metrics(), name, labels)
 
     def used(self, *values: str) -> None:
         self.secret_values.update(v for v in values if v)

@@ -30,6 +30,7 @@ from mlflow_secrets_auth_api import API_VERSION, ANNOTATION_SYNC, KIND
 from mlflow_secrets_auth_operator import jwt_claims
 from dev.stack import pod_client
 from dev.stack.chart import NodeChart, json_log
+from dev.stack.metrics import metric_sum
 from dev.stack.node import NODE_IP, NODE_NAME
 from tests.e2e.fixtures_operator import (create_binding, create_service_account, events_for,
                                          get_binding, patch_binding, read_secret, wait_ready)
@@ -265,21 +266,7 @@ def _operator_metric(kubectl, chart_ns: str, name: str, **labels: str) -> float:
         url = f"http://{pod['status']['podIP']}:8080/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
-        total += _sum_samples(text, name, labels)
-    return total
-
-
-def _sum_samples(text: str, name: str, labels: dict) -> float:
-    import re
-
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? ([-+\deE.naif]+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(4))
+        total += metric_sum(text, name, labels)
     return total
 
 
@@ -378,29 +365,13 @@ def test_a_pod_on_the_node_logs_runs_and_traces_across_token_renewals_without_a_
                  30, "the seconds-to-expiry gauge on the operator pod", interval=1.0)
 
         experiment = f"oauth2-{ns}"
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "trainer", "labels": {"mlflow-secrets-auth/inject": "true"}},
-            "spec": {
-                "restartPolicy": "Never", "enableServiceLinks": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 4242, "runAsGroup": 4242,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "train", "image": node.images.names["client"],
-                    "imagePullPolicy": "Never", "command": ["python", "-c", WORKLOAD],
-                    "workingDir": "/tmp",
-                    "env": [{"name": "EXPERIMENT", "value": experiment},
-                            {"name": "TRACES", "value": "1"}, {"name": "INTERVAL", "value": "1"},
-                            {"name": "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "value": "false"},
-                            {"name": "HOME", "value": "/tmp"},
-                            # nothing to call home to: pods have no route off the machine
-                            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-                            {"name": "DO_NOT_TRACK", "value": "true"}],
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-                "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+        pod = pod_client.manifest(
+            "trainer", node.images.names["client"],
+            {"EXPERIMENT": experiment, "TRACES": "1", "INTERVAL": "1",
+             "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
+             # nothing to call home to: pods have no route off the machine
+             "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"},
+            program=WORKLOAD, working_dir="/tmp")
         front.clear_requests()
         started = time.time()
         with SecretWatch(node, ns, "mlflow-mlflow-auth") as watch:

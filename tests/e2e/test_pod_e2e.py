@@ -149,24 +149,8 @@ class Team:
                  "the binding Ready (operator pod -> OpenBao on the bridge)", interval=1.0)
 
     def start_pod(self) -> None:
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "trainer", "labels": {"mlflow-secrets-auth/inject": "true"}},
-            "spec": {
-                "restartPolicy": "Never", "enableServiceLinks": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 4242, "runAsGroup": 4242,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "train", "image": self.node.images.names["client"],
-                    "imagePullPolicy": "Never", "command": ["python", "-c", CLIENT],
-                    "env": [{"name": "EXPERIMENT", "value": f"e2e-{self.ns}"},
-                            {"name": "INTERVAL", "value": "0.2"},
-                            {"name": "HOME", "value": "/tmp"}],
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-                "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+        pod = pod_client.manifest("trainer", self.node.images.names["client"],
+                                  {"EXPERIMENT": f"e2e-{self.ns}", "INTERVAL": "0.2"})
         self.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps(pod))
 
     def phase(self) -> str:
