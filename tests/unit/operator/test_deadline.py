@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
 
 import pytest
 
@@ -24,10 +25,14 @@ STATUS_LINE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 
 class Trickle:
     """A server on 127.0.0.1 that answers one byte every ``every`` seconds, for at most
-    ``longest`` seconds, and records when each client hung up."""
+    ``longest`` seconds, and records when each client hung up. ``answering`` (if given) is
+    called once, in the server's thread, when the first request has been read and the first
+    ``answering_after`` bytes of its answer sent: the call is then surely in flight."""
 
-    def __init__(self, answer: bytes, every: float = 0.1, longest: float = 30.0, tls=None):
+    def __init__(self, answer: bytes, every: float = 0.1, longest: float = 30.0, tls=None,
+                 answering: Optional[Callable[[], None]] = None, answering_after: int = 10):
         self.answer, self.every, self.longest, self.tls = answer, every, longest, tls
+        self._answering, self._answering_after = answering, answering_after
         self.hung_up: list = []   # seconds after the request at which the client went away
         self.served: list = []    # seconds after the request at which the whole answer was sent
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -63,6 +68,9 @@ class Trickle:
                 except OSError:
                     self.hung_up.append(time.monotonic() - started)
                     return
+                if i + 1 == self._answering_after and self._answering is not None:
+                    answering, self._answering = self._answering, None
+                    answering()
                 time.sleep(self.every)
             self.served.append(time.monotonic() - started)
 
@@ -84,6 +92,38 @@ def trickle():
         server.close()
 
 
+@pytest.fixture
+def expire_sync_deadline(monkeypatch):
+    """A function that makes the deadline of the sync under way pass now.
+
+    A sync's deadline counts from before its client is built (boto3 and azure build theirs in
+    the sync, which takes a good part of a second, more on a loaded machine), so with a real
+    timer of a second or two the deadline may pass before the request reaches the server, which
+    then never sees a connection to cut. The tests that check the server sees the hang-up give
+    the sync a deadline far past the server's ``longest`` and make it pass from the server's
+    ``answering`` hook, when the request is surely in flight: exactly what the deadline's timer
+    does (``Deadline.expire``), at a moment that does not depend on the machine's load. The
+    timer itself is shown by the OAuth2 test below."""
+    entered: list = []
+
+    class Recorded(deadline.Deadline):
+        def __enter__(self):
+            entered.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr(deadline, "Deadline", Recorded)
+
+    def expire() -> None:
+        assert len(entered) == 1, entered
+        entered[0].expire()
+
+    return expire
+
+
+# far past every Trickle's ``longest``: only ``expire_sync_deadline`` cuts these syncs
+NEVER = 600.0
+
+
 def _vault_binding(address: str) -> dict:
     spec = {**VALID["vault-token-bearer"]}
     spec["provider"] = {"vault": {**spec["provider"]["vault"], "address": address,
@@ -97,11 +137,11 @@ def _vault_context(**settings):
     return context(kube, dict(DEFAULT_FETCHERS), **settings)
 
 
-def test_a_vault_that_trickles_its_answer_is_cut_at_the_deadline(trickle):
+def test_a_vault_that_trickles_its_answer_is_cut_at_the_deadline(trickle, expire_sync_deadline):
     """Each byte comes well within the 1 s read timeout; only the total deadline stops it."""
     server = trickle(STATUS_LINE + b"Content-Length: 40\r\n\r\n" + b"{" + b" " * 1000,
-                     every=0.05, longest=20)
-    ctx = _vault_context(provider_timeout=1.0, provider_deadline=1.5)
+                     every=0.05, longest=20, answering=expire_sync_deadline)
+    ctx = _vault_context(provider_timeout=1.0, provider_deadline=NEVER)
     outcome = reconcile.sync(_vault_binding(server.url), ctx)
     assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True)
     assert "DeadlineExceeded" in outcome.message
@@ -180,10 +220,10 @@ def test_one_namespace_cannot_hold_every_worker():
     assert limiter._slots == {}
 
 
-def test_an_aws_endpoint_that_trickles_is_cut_at_the_deadline(trickle):
+def test_an_aws_endpoint_that_trickles_is_cut_at_the_deadline(trickle, expire_sync_deadline):
     """The real boto3 client, its requests sent through the operator's HTTP (before-send)."""
     server = trickle(STATUS_LINE + b"Content-Length: 900\r\n\r\n" + b"{" * 1000, every=0.05,
-                     longest=20)
+                     longest=20, answering=expire_sync_deadline)
     spec = {"provider": {"awsSecretsManager": {
         "region": "eu-west-1", "secretId": "mlflow/token", "endpointUrl": server.url,
         "auth": {"staticKeys": {"secretRef": {"name": "aws-keys"}}}}},
@@ -191,14 +231,16 @@ def test_an_aws_endpoint_that_trickles_is_cut_at_the_deadline(trickle):
     kube = FakeKube()
     kube.plain[("team-a", "aws-keys")] = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
                                           "AWS_SECRET_ACCESS_KEY": "secret-key-1"}
-    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=1.5)
+    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=NEVER)
     outcome = reconcile.sync(binding(spec), ctx)
     assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True), outcome.message
+    assert server.served == []
     # the operator hung up (had the server given up after ``longest``, no hang-up is recorded)
     wait_for(lambda: server.hung_up, 10, "the trickling server to see the connection cut")
 
 
-def test_an_azure_key_vault_that_trickles_is_cut_at_the_deadline(trickle, tmp_path):
+def test_an_azure_key_vault_that_trickles_is_cut_at_the_deadline(trickle, tmp_path,
+                                                                  expire_sync_deadline):
     """The real azure-keyvault client over TLS, its requests carried by the operator's HTTP."""
     import datetime as dt
     import ssl
@@ -213,7 +255,7 @@ def test_an_azure_key_vault_that_trickles_is_cut_at_the_deadline(trickle, tmp_pa
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     server = trickle(STATUS_LINE + b"Content-Length: 900\r\n\r\n" + b"{" * 1000, every=0.05,
-                     longest=30, tls=tls)
+                     longest=30, tls=tls, answering=expire_sync_deadline)
     spec = {"provider": {"azureKeyVault": {
         "vaultUrl": server.url, "secretName": "mlflow", "caCert": ca.cert_pem.decode(),
         "auth": {"clientSecret": {"tenantId": "t", "clientId": "c",
@@ -221,9 +263,10 @@ def test_an_azure_key_vault_that_trickles_is_cut_at_the_deadline(trickle, tmp_pa
         "credential": {"format": "plain"}}
     kube = FakeKube()
     kube.plain[("team-a", "azure-sp")] = {"client-secret": "client-secret-1"}
-    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=1.5)
+    ctx = context(kube, dict(DEFAULT_FETCHERS), provider_timeout=1.0, provider_deadline=NEVER)
     ctx.ca_dir = tmp_path / "ca"
     outcome = reconcile.sync(binding(spec), ctx)
     assert (outcome.reason, outcome.transient) == ("ProviderUnavailable", True), outcome.message
+    assert server.served == []
     # the operator hung up (had the server given up after ``longest``, no hang-up is recorded)
     wait_for(lambda: server.hung_up, 10, "the trickling server to see the connection cut")
