@@ -1,6 +1,7 @@
 """Benchmark: admission latency of the real webhook server (uvicorn, TLS) at 50 concurrent requests.
 
     .venv/bin/python -m bench.webhook.run [--requests 5000] [--concurrency 50] [--max-seconds 120]
+                                          [--compare DIR ...] [--rounds 1]
 
 Starts ``bench.webhook.serve`` (the webhook app and server, bindings from a file) on 127.0.0.1
 with a fresh CA, sends the recorded Pod CREATE AdmissionReview from 50 concurrent HTTPS
@@ -8,6 +9,11 @@ keep-alive connections (httpx), checks every answer is an allowed review with a 
 as JSON: p50/p99 of the webhook's own admission time (its Prometheus histogram, interpolated
 within buckets) and p50/p99 of the round trip seen by the client (which includes TLS, HTTP and
 queueing behind the other 49 requests), plus throughput. Target: webhook p99 < 10 ms.
+
+``--compare DIR`` (repeatable) also measures the webhook package found first on ``PYTHONPATH=DIR``
+(e.g. ``git archive <rev> webhook api | tar -x -C /tmp/t`` and ``--compare
+/tmp/t/webhook:/tmp/t/api``), with ``--rounds N`` alternating this tree and each DIR N times in
+one session; each run's JSON names the module it served (``webhook_module``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import os
 import re
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,13 +93,8 @@ async def load(url: str, ca_pem: bytes, body: bytes, total: int, concurrency: in
     return latencies, failures, elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--max-seconds", type=float, default=120.0)
-    args = parser.parse_args()
-
+def measure(args, pythonpath: str | None) -> dict:
+    """One run: a fresh server (this tree's webhook, or the one first on ``pythonpath``)."""
     work = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     now = utcnow()
     ca = issue_ca("bench-ca", dt.timedelta(days=1), now)
@@ -101,13 +103,18 @@ def main() -> int:
     write_atomically(work / "tls.key", serving.key_pem)
     (work / "bindings.json").write_text(json.dumps([json.loads((FIXTURES / "binding_ready.json").read_text())]))
     body = (FIXTURES / "pod_create.json").read_bytes()
+    env = {"PYTHONPATH": f"{pythonpath}:{ROOT}"} if pythonpath else None
+    module = subprocess.run([sys.executable, "-c", "import mlflow_secrets_auth_webhook.mutation as m; "
+                             "print(m.__file__)"], env={**os.environ, **(env or {})}, cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
     server = ManagedProcess("webhook-bench", [sys.executable, "-m", "bench.webhook.serve", str(port),
                                               str(work / "tls.crt"), str(work / "tls.key"),
                                               str(work / "bindings.json")],
-                            work / "server.log", cwd=ROOT).start()
+                            work / "server.log", env=env, cwd=ROOT).start()
     base = f"https://127.0.0.1:{port}"
     ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    started_at = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
     try:
         wait_until(lambda: httpx.get(base + "/healthz", verify=ctx).status_code == 200, 60,
                    "bench webhook", proc=server)
@@ -120,7 +127,8 @@ def main() -> int:
         server.stop()
     latencies.sort()
     name = "mlflow_secrets_auth_webhook_admission_duration_seconds"
-    report = {
+    return {
+        "webhook_module": module, "started_utc": started_at,
         "requests": len(latencies), "concurrency": args.concurrency, "failures": len(failures),
         "throughput_per_s": round(len(latencies) / elapsed, 1),
         "webhook_p50_ms": round(histogram_quantile(metrics, name, 0.50) * 1000, 3),
@@ -131,8 +139,30 @@ def main() -> int:
         "server_cpu_ms_per_request": round(cpu / max(len(latencies), 1) * 1000, 3),
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }
-    print(json.dumps(report, indent=2))
-    return 0 if not failures else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--compare", metavar="DIR", action="append", default=[],
+                        help="PYTHONPATH of another webhook to measure alternately with this tree's")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+
+    if not args.compare and args.rounds == 1:
+        report = measure(args, None)
+        print(json.dumps(report, indent=2))
+        return 0 if not report["failures"] else 1
+    runs = []
+    for round_ in range(args.rounds):
+        for pythonpath in args.compare + [None]:
+            runs.append({"round": round_ + 1, "pythonpath": pythonpath or "(this tree)",
+                         **measure(args, pythonpath)})
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    print(json.dumps(runs, indent=2))
+    return 0 if not any(r["failures"] for r in runs) else 1
 
 
 if __name__ == "__main__":

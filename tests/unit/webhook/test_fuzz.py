@@ -13,9 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from mlflow_secrets_auth_api import MlflowAuthBinding
 from mlflow_secrets_auth_webhook import Settings, create_app
 from mlflow_secrets_auth_webhook.bindings import BindingSource
-from mlflow_secrets_auth_webhook.mutation import is_injected
+from mlflow_secrets_auth_webhook.mutation import build_patch, is_injected, mutate
 
 from .conftest import load
 from .helpers import decoded_patch
@@ -180,3 +181,24 @@ def test_hostile_reviews_never_get_a_5xx_and_patches_always_apply(clients, body,
         assert answer["response"]["allowed"] is True
         result = jsonpatch.apply_patch(body["request"]["object"], patch)
         assert is_injected(result)
+
+
+@hsettings(max_examples=max(EXAMPLES // 5, 100), deadline=None, database=None, derandomize=True,
+           suppress_health_check=list(HealthCheck))
+@given(body=plausible_review(), others=st.lists(good_container, max_size=2), order=st.randoms())
+def test_the_patch_takes_any_plausible_pod_exactly_to_its_mutated_copy(body, others, order):
+    """build_patch diffs only the parts of the pod mutate touches; the patch must still take the
+    whole pod to mutate's whole copy. Some containers are drawn already injected-looking (mounts
+    and env as mutate leaves them) so that pruned containers look alike."""
+    pod = body["request"]["object"]
+    binding = MlflowAuthBinding.model_validate(BINDING)
+    settings = Settings(inject_image="img")
+    lookalikes = [{**mutate({"spec": {"containers": [c]}}, binding, settings)["spec"]["containers"][0],
+                   "name": f"lookalike-{i}"} for i, c in enumerate(others)]
+    containers = pod["spec"]["containers"] + lookalikes
+    order.shuffle(containers)
+    pod["spec"]["containers"] = containers
+    before = copy.deepcopy(pod)
+    patch = build_patch(pod, binding, settings)
+    assert pod == before
+    assert jsonpatch.apply_patch(pod, patch) == mutate(pod, binding, settings)

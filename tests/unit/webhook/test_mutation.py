@@ -177,3 +177,17 @@ def test_the_patch_takes_the_pod_exactly_to_its_mutated_copy(pod, binding, setti
     for variant in (pod, {**pod, "metadata": None}, {"spec": {"containers": [{"name": "c"}]}}):
         assert patched(variant, build_patch(variant, binding, settings)) == \
             mutate(variant, binding, settings)
+
+
+def test_a_container_already_looking_injected_is_not_replaced_by_its_pruned_copy(binding, settings):
+    # build_patch diffs only the parts mutate touches. Diffed as an array, the second container's
+    # pruned copy equals the first one's injected copy, and jsonpatch would match them up: remove
+    # the first container and add a pruned one (no name, no image). Each container is diffed on
+    # its own instead.
+    first = {"name": "a", "image": "img-a"}
+    injected_first = mutate({"spec": {"containers": [first]}}, binding, settings)["spec"]["containers"][0]
+    second = {**injected_first, "name": "b", "image": "img-b"}
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [first, second]}}
+    result = patched(pod, build_patch(pod, binding, settings))
+    assert result == mutate(pod, binding, settings)
+    assert [(c["name"], c["image"]) for c in result["spec"]["containers"]] == [("a", "img-a"), ("b", "img-b")]
