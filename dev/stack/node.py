@@ -579,7 +579,7 @@ class NodeKube(LocalKube):
         self._turn: NodeTurn | None = None
 
     def start(self, run_dir, timeout: float = 90.0) -> "NodeKube":
-        self._turn = NodeTurn().acquire()  # one node per machine: wait for the one running now
+        turn = self._turn = NodeTurn().acquire()  # one node per machine: wait for the running one
         try:
             LocalNode.prepare_network()
             try:
@@ -588,7 +588,8 @@ class NodeKube(LocalKube):
                 network_down()
                 raise
         except BaseException:
-            self._turn.release()
+            turn.release()  # (a failed start may have stopped, and released, already)
+            self._turn = None
             raise
         return self
 
