@@ -7,10 +7,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from dev.stack.proc import StackError, cache_dir
+from dev.stack.proc import StackError, cache_dir, wait_for_flock
 
 # The plugin that copies one artifact by coordinates (pinned: resolved once, then cached in ~/.m2).
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -21,16 +20,8 @@ def cache_lock(name: str, timeout: float = 900.0):
     """An exclusive lock so two processes never install the same thing at once."""
     path = cache_dir("locks") / f"{name}.lock"
     with open(path, "w") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StackError(f"{path} stayed locked for {timeout:.0f}s: another process "
-                                     "is installing the same thing; wait for it or stop it")
-                time.sleep(0.5)
+        wait_for_flock(handle, timeout, f"{path} stayed locked for {timeout:.0f}s: another process "
+                       "is installing the same thing; wait for it or stop it")
         try:
             yield
         finally:

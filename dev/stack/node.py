@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dev.stack.proc import ManagedProcess, StackError, cache_dir, free_port, wait_until
+from dev.stack.proc import ManagedProcess, StackError, cache_dir, free_port, wait_for_flock, wait_until
 from dev.stack.images import Images, mlflow_version, require_debian_tools, require_root
 from dev.stack.kube import LocalKube
 from dev.stack.kube_pki import SERVICE_CIDR, issue_cert, write_client_kubeconfig
@@ -543,24 +543,17 @@ class NodeTurn:
         self._handle = None
 
     def acquire(self) -> "NodeTurn":
-        import fcntl
-
         path = cache_dir("locks") / "node.lock"
         handle = open(path, "a+")
-        deadline, said = time.monotonic() + self.wait, False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.close()
-                    raise StackError(f"the local node stayed in use for {self.wait:.0f}s ({path} is "
-                                     "locked by another test session or demo); wait for it or stop it")
-                if not said:
-                    print(f"waiting for the local node: another session holds {path}", flush=True)
-                    said = True
-                time.sleep(1.0)
+        try:
+            wait_for_flock(handle, self.wait,
+                           f"the local node stayed in use for {self.wait:.0f}s ({path} is locked "
+                           "by another test session or demo); wait for it or stop it",
+                           waiting=f"waiting for the local node: another session holds {path}",
+                           interval=1.0)
+        except BaseException:
+            handle.close()
+            raise
         self._handle = handle
         return self
 

@@ -53,6 +53,27 @@ def require_tool(name: str, install_hint: str) -> str:
     return path
 
 
+def wait_for_flock(handle, timeout: float, gave_up: str, waiting: str | None = None,
+                   interval: float = 0.5) -> None:
+    """Take an exclusive ``flock`` on the open file ``handle``, waiting up to ``timeout`` seconds
+    for its holder (another process) to let go; ``waiting`` is printed once if it has to wait,
+    ``gave_up`` is the StackError's message if it never gets it."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StackError(gave_up) from None
+            if waiting:
+                print(waiting, flush=True)
+                waiting = None
+            time.sleep(interval)
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
                proc: "ManagedProcess | None" = None) -> None:
     deadline = time.monotonic() + timeout
